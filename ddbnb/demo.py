@@ -1,0 +1,174 @@
+"""The demo: a realistic orders table in the sandbox, migrated through the notebooks."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from ddbnb import params
+from ddbnb.clients import client
+from ddbnb.exceptions import DdbnbError
+from ddbnb.servers import project_root, sandbox
+from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
+
+DEMO_TABLE = "demo-orders"
+DEMO_TRANSFORM = "lambda/transforms/demo.py:upgrade_order"
+STATUSES = ["pending", "SHIPPED", "shipped", "delivered", "DELIVERED", "returned", "purged"]
+STATUS_WEIGHTS = [20, 15, 15, 25, 15, 8, 2]
+TAGS = ["gift", "express", "fragile", "bulk", "promo", "b2b", "eco", "priority", "intl"]
+CITIES = ["Lisbon", "Porto", "Berlin", "Lyon", "Austin", "Osaka", "Nairobi", "Quito", "Oslo"]
+WORDS = "order note customer asked for delivery before noon leave parcel with neighbour call on arrival".split()
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: Any) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def demo_item(index: int, rng: random.Random) -> dict[str, Any]:
+    """One wire-format order: composite key, nested maps and lists, sets, numbers, varied size."""
+    day = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=7 * index)
+    lines = [
+        {
+            "M": {
+                "sku": _s(f"SKU-{rng.randrange(10_000):05d}"),
+                "qty": _n(rng.randint(1, 5)),
+                "price": _n(f"{rng.randint(100, 20_000) / 100:.2f}"),
+            }
+        }
+        for _ in range(rng.randint(1, 8))
+    ]
+    note_words = int(rng.lognormvariate(4.3, 0.6))
+    item: dict[str, Any] = {
+        "pk": _s(f"CUSTOMER#{rng.randrange(20_000):06d}"),
+        "sk": _s(f"ORDER#{day:%Y-%m-%dT%H:%M}#{index:07d}"),
+        "status": _s(rng.choices(STATUSES, STATUS_WEIGHTS)[0]),
+        "schema_version": _n(2 if rng.random() < 0.05 else 1),
+        "total": _n(f"{rng.randint(500, 500_000) / 100:.2f}"),
+        "currency": _s(rng.choice(["EUR", "USD", "JPY"])),
+        "tags": {"SS": sorted(rng.sample(TAGS, rng.randint(1, 4)))},
+        "ratings": {"NS": sorted({str(rng.randint(1, 5)) for _ in range(rng.randint(1, 3))})},
+        "address": {
+            "M": {
+                "street": _s(f"{rng.randint(1, 999)} {rng.choice(WORDS).title()} Street"),
+                "city": _s(rng.choice(CITIES)),
+                "geo": {"M": {"lat": _n(f"{rng.uniform(-60, 60):.5f}"), "lon": _n(f"{rng.uniform(-170, 170):.5f}")}},
+            }
+        },
+        "lines": {"L": lines},
+        "notes": _s(" ".join(rng.choice(WORDS) for _ in range(note_words))),
+    }
+    if rng.random() < 0.02:  # a few large items, so segments span several pages
+        item["attachment"] = {"B": rng.randbytes(rng.randint(10_000, 40_000))}
+    return item
+
+
+def create_demo_table(table_name: str, boto3_session: boto3.Session | None = None) -> None:
+    """Create an on-demand table keyed (pk, sk), replacing any table of that name."""
+    dynamodb = client("dynamodb", boto3_session)
+    try:
+        dynamodb.delete_table(TableName=table_name)
+        dynamodb.get_waiter("table_not_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1})
+    except dynamodb.exceptions.ResourceNotFoundException:
+        pass
+    dynamodb.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1})
+
+
+def seed_demo_table(
+    table_name: str = DEMO_TABLE,
+    items: int = 100_000,
+    *,
+    seed: int = 7,
+    threads: int = 8,
+    progress: bool = True,
+    boto3_session: boto3.Session | None = None,
+) -> int:
+    """(Re)create ``table_name`` and fill it with ``items`` deterministic demo orders."""
+    from tqdm.auto import tqdm
+
+    params.check_name("table_name", table_name)
+    params.check_int("items", items, 0, 10_000_000)
+    create_demo_table(table_name, boto3_session)
+    dynamodb = client("dynamodb", boto3_session)
+    backoff = Backoff()
+
+    def write(start: int) -> int:
+        rng = random.Random(seed * 1_000_003 + start)
+        chunk = [{"PutRequest": {"Item": demo_item(i, rng)}} for i in range(start, min(start + BATCH_SIZE, items))]
+        outcome = write_batch(dynamodb, table_name, chunk, backoff)
+        if outcome.failures:
+            raise DdbnbError(f"Seeding {table_name} failed: {outcome.failures[0][1]}")
+        return len(chunk)
+
+    with (
+        ThreadPoolExecutor(threads) as pool,
+        tqdm(total=items, unit="item", desc="seeding", disable=not progress) as bar,
+    ):
+        for written in pool.map(write, range(0, items, BATCH_SIZE)):
+            bar.update(written)
+    return items
+
+
+def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[str, Any]:
+    """Start the sandbox, seed the demo table, run notebooks 02, 03 and 04, then stop the sandbox."""
+    import papermill
+
+    root = project_root()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = (Path(runs_dir) if runs_dir else root / "runs") / f"demo-{stamp}"
+    run_dir.mkdir(parents=True)
+    transform = str(root / DEMO_TRANSFORM)
+    notebooks = root / "notebooks"
+    with sandbox() as running:
+        print(f"sandbox: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}")
+        seed_demo_table(DEMO_TABLE, items)
+        steps = [
+            ("02_dry_run", {"table_name": DEMO_TABLE, "transform": transform, "sample_size": 100}),
+            ("03_migrate", {"table_name": DEMO_TABLE, "transform": transform, "execute": True}),
+            ("04_results", {}),
+        ]
+        for name, parameters in steps:
+            started = time.monotonic()
+            print(f"running notebooks/{name}.ipynb ...", flush=True)
+            try:
+                papermill.execute_notebook(
+                    notebooks / f"{name}.ipynb",
+                    run_dir / f"{name}.ipynb",
+                    parameters={**parameters, "run_dir": str(run_dir)},
+                    kernel_name="python3",
+                    cwd=str(notebooks),
+                    progress_bar=False,
+                )
+            except papermill.PapermillExecutionError as exc:
+                raise DdbnbError(
+                    f"notebooks/{name}.ipynb failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue}. "
+                    f"The executed notebook is {run_dir / (name + '.ipynb')}."
+                ) from None
+            print(f"  done in {time.monotonic() - started:.1f} s")
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    charts = sorted(str(p) for p in run_dir.glob("*.png"))
+    print(
+        f"\nMigrated {summary['scanned']:,} items ({summary['written']:,} written, "
+        f"{summary['unchanged']:,} unchanged, {summary['deleted']:,} deleted, {summary['failed']:,} failed) "
+        f"at {summary['items_per_s']:,.0f} items/s.\nRun folder: {run_dir}\nCharts:\n  " + "\n  ".join(charts)
+    )
+    return summary

@@ -1,0 +1,143 @@
+"""The local engine: every segment in a process pool, with the state machine's cursor loop.
+
+Each segment runs :func:`ddbnb.segment.process_segment` repeatedly, passing the
+previous result back as ``totals`` while it returns a cursor, exactly as the
+Step Functions child workflow loops on its Lambda. The outcomes are shaped like
+Distributed Map child executions so :mod:`ddbnb.results` writes the same files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import boto3
+
+from ddbnb.segment import process_segment
+
+#: The Lambda limit; the local engine hands each invocation the same budget.
+INVOCATION_SECONDS = 900.0
+
+_progress: Any = None
+
+
+@dataclass
+class ChildOutcome:
+    """One segment's run, shaped like a Distributed Map child execution."""
+
+    event: dict[str, Any]
+    status: str
+    started_at: str
+    stopped_at: str
+    output: dict[str, Any] | None = None
+    error: str = ""
+    cause: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _init_worker(progress: Any) -> None:
+    global _progress
+    _progress = progress
+
+
+def _report(count: int) -> None:
+    if _progress is not None:
+        _progress.put(count)
+
+
+def run_segment(
+    event: dict[str, Any],
+    invocation_seconds: float = INVOCATION_SECONDS,
+    session_args: dict[str, Any] | None = None,
+) -> ChildOutcome:
+    """Run one segment to the end with the cursor loop; never raises."""
+    started = _now()
+    try:
+        session = boto3.Session(**(session_args or {}))
+        current = dict(event)
+        while True:
+            result = process_segment(
+                current,
+                deadline=time.time() + invocation_seconds,
+                on_page=_report,
+                boto3_session=session,
+            )
+            if result["cursor"] is None:
+                return ChildOutcome(event, "SUCCEEDED", started, _now(), output=result)
+            current = {**event, "cursor": result["cursor"], "totals": result}
+    except Exception as exc:  # reported as a FAILED child, like Step Functions does
+        return ChildOutcome(event, "FAILED", started, _now(), error=type(exc).__name__, cause=str(exc))
+
+
+def run_local(
+    events: list[dict[str, Any]],
+    *,
+    max_concurrency: int,
+    expected_items: int | None = None,
+    invocation_seconds: float = INVOCATION_SECONDS,
+    session_args: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[ChildOutcome]:
+    """Run ``events`` (one per segment) in ``max_concurrency`` processes.
+
+    A tqdm bar counts items scanned against ``expected_items``. On Ctrl-C the
+    pool is stopped and KeyboardInterrupt propagates; a re-run is safe because
+    items already migrated come back unchanged and are not written again.
+    """
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")
+    counts: Any = context.Queue()
+    outcomes: list[ChildOutcome] = []
+    bar = tqdm(total=expected_items or None, unit="item", desc="scanned", disable=not progress)
+    pool = ProcessPoolExecutor(
+        max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts,)
+    )
+    try:
+        futures: dict[Future[ChildOutcome], dict[str, Any]] = {
+            pool.submit(run_segment, event, invocation_seconds, session_args): event for event in events
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(counts, bar)
+            for future in done:
+                outcomes.append(_outcome(future, futures[future]))
+            bar.set_postfix(segments=f"{len(outcomes)}/{len(events)}")
+        _drain(counts, bar)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return sorted(outcomes, key=lambda o: int(o.event["segment"]))
+
+
+def _outcome(future: Future[ChildOutcome], event: dict[str, Any]) -> ChildOutcome:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        return ChildOutcome(event, "FAILED", _now(), _now(), error="WorkerCrashed", cause=str(exc))
+
+
+def _drain(counts: Any, bar: Any) -> None:
+    total = 0
+    while True:
+        try:
+            total += counts.get_nowait()
+        except queue.Empty:
+            break
+    if total:
+        bar.update(total)

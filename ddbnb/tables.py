@@ -1,0 +1,55 @@
+"""Facts about a table, from DescribeTable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from ddbnb import params
+from ddbnb.clients import client, describe_where
+from ddbnb.exceptions import TableNotFoundError
+
+
+@dataclass(frozen=True)
+class TableFacts:
+    """What DescribeTable says about a table."""
+
+    name: str
+    item_count: int
+    size_bytes: int
+    billing_mode: str
+    read_capacity: int
+    write_capacity: int
+    key_names: tuple[str, ...]
+
+    @property
+    def average_item_bytes(self) -> float:
+        """Mean item size, 0 for an empty table."""
+        return self.size_bytes / self.item_count if self.item_count else 0.0
+
+
+def describe_table(table_name: str, boto3_session: boto3.Session | None = None) -> TableFacts:
+    """Describe ``table_name``, raising TableNotFoundError when it does not exist."""
+    params.check_name("table_name", table_name)
+    dynamodb = client("dynamodb", boto3_session)
+    return table_facts(dynamodb, table_name)
+
+
+def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
+    """Describe ``table_name`` with an existing DynamoDB client."""
+    try:
+        table = dynamodb.describe_table(TableName=table_name)["Table"]
+    except dynamodb.exceptions.ResourceNotFoundException:
+        raise TableNotFoundError(table_name, describe_where(dynamodb)) from None
+    throughput = table.get("ProvisionedThroughput", {})
+    return TableFacts(
+        name=table_name,
+        item_count=int(table.get("ItemCount", 0)),
+        size_bytes=int(table.get("TableSizeBytes", 0)),
+        billing_mode=table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED"),
+        read_capacity=int(throughput.get("ReadCapacityUnits", 0)),
+        write_capacity=int(throughput.get("WriteCapacityUnits", 0)),
+        key_names=tuple(k["AttributeName"] for k in table["KeySchema"]),
+    )

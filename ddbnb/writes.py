@@ -1,0 +1,165 @@
+"""BatchWriteItem with retries: nothing is dropped, everything is accounted for.
+
+Only the standard library and boto3: this module ships inside the Lambda package.
+
+Throttled calls and ``UnprocessedItems`` are retried with capped exponential
+backoff and full jitter. A batch DynamoDB rejects as a whole (one bad item
+fails all 25) is retried one request at a time, so only the bad item fails.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+BATCH_SIZE = 25
+THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+Request = dict[str, Any]
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    base: float = 0.05
+    cap: float = 5.0
+    attempts: int = 12
+    sleep: Callable[[float], None] = time.sleep
+
+    def wait(self, attempt: int) -> None:
+        """Sleep before retry number ``attempt`` (0-based)."""
+        self.sleep(random.uniform(0, min(self.cap, self.base * 2**attempt)))
+
+
+@dataclass
+class WriteOutcome:
+    """What happened to a list of write requests."""
+
+    puts: int = 0
+    deletes: int = 0
+    write_units: float = 0.0
+    failures: list[tuple[Request, str]] = field(default_factory=list)
+
+    def add(self, other: WriteOutcome) -> None:
+        """Fold ``other`` into this outcome."""
+        self.puts += other.puts
+        self.deletes += other.deletes
+        self.write_units += other.write_units
+        self.failures.extend(other.failures)
+
+
+class RateLimiter:
+    """A token bucket in items per second; a rate of 0 never waits."""
+
+    def __init__(self, rate: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate = rate
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def acquire(self, n: int) -> None:
+        """Wait until ``n`` more items may be written."""
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+        if start > now:
+            self.sleep(start - now)
+
+
+def _count(outcome: WriteOutcome, requests: Sequence[Request]) -> None:
+    for request in requests:
+        if "PutRequest" in request:
+            outcome.puts += 1
+        else:
+            outcome.deletes += 1
+
+
+def _units(response: dict[str, Any]) -> float:
+    consumed = response.get("ConsumedCapacity") or []
+    if isinstance(consumed, dict):
+        consumed = [consumed]
+    return float(sum(c.get("CapacityUnits", 0) for c in consumed))
+
+
+def write_batch(dynamodb: Any, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
+    """Write up to 25 requests, retrying until each succeeds or is reported failed.
+
+    A request is reported failed after ``backoff.attempts`` calls in a row that
+    made no progress (throttled, or nothing processed); any progress resets the count.
+    """
+    outcome = WriteOutcome()
+    pending = list(requests)
+    attempt = 0  # consecutive calls without progress
+    while attempt < backoff.attempts:
+        try:
+            response = dynamodb.batch_write_item(RequestItems={table: pending}, ReturnConsumedCapacity="TOTAL")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in THROTTLE_CODES:
+                backoff.wait(attempt)
+                attempt += 1
+                continue
+            if code == "ValidationException":
+                outcome.add(write_singly(dynamodb, table, pending, backoff))
+                return outcome
+            raise
+        outcome.write_units += _units(response)
+        unprocessed = response.get("UnprocessedItems", {}).get(table, [])
+        _count(outcome, [r for r in pending if r not in unprocessed] if unprocessed else pending)
+        attempt = attempt + 1 if len(unprocessed) == len(pending) else 0
+        pending = unprocessed
+        if not pending:
+            return outcome
+        backoff.wait(attempt)
+    reason = f"still throttled or unprocessed after {backoff.attempts} attempts without progress"
+    outcome.failures.extend((request, reason) for request in pending)
+    return outcome
+
+
+def write_singly(dynamodb: Any, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
+    """Write requests one by one, so a bad item fails alone with DynamoDB's reason."""
+    outcome = WriteOutcome()
+    for request in requests:
+        for attempt in range(backoff.attempts):
+            try:
+                if "PutRequest" in request:
+                    response = dynamodb.put_item(
+                        TableName=table,
+                        Item=request["PutRequest"]["Item"],
+                        ReturnConsumedCapacity="TOTAL",
+                    )
+                else:
+                    response = dynamodb.delete_item(
+                        TableName=table,
+                        Key=request["DeleteRequest"]["Key"],
+                        ReturnConsumedCapacity="TOTAL",
+                    )
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                if error.get("Code") in THROTTLE_CODES and attempt + 1 < backoff.attempts:
+                    backoff.wait(attempt)
+                    continue
+                outcome.failures.append((request, f"{error.get('Code')}: {error.get('Message')}"))
+                break
+            outcome.write_units += _units(response)
+            _count(outcome, [request])
+            break
+    return outcome

@@ -1,0 +1,1 @@
+"""User transforms: ``def transform(item: dict) -> dict | None``."""

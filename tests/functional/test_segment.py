@@ -1,0 +1,159 @@
+"""The segment worker against DynamoDB Local: pages, outcomes, cursors, bad input."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from ddbnb import process_segment
+from ddbnb.exceptions import InvalidParameterError, TableNotFoundError, TransformLoadError
+from tests.conftest import scan_all, simple_item, spec
+
+COUNTS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts")
+
+
+def event(table: str, transform: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "table": table,
+        "segment": 0,
+        "total_segments": 1,
+        "transform": transform,
+        "write_mode": "batch",
+        "rate_limit": 0,
+        **extra,
+    }
+
+
+def run_to_end(base: dict[str, Any], deadline_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The state machine's loop: call again with the cursor and totals until done."""
+    current = dict(base)
+    while True:
+        deadline = None if deadline_s is None else time.time() + deadline_s
+        result = process_segment(current, deadline=deadline, **kwargs)
+        if result["cursor"] is None:
+            return result
+        current = {**base, "cursor": result["cursor"], "totals": result}
+
+
+def test_segment_spanning_many_pages_processes_every_item_exactly_once(make_table, dynamodb):
+    table = make_table([simple_item(i, pad=2000) for i in range(600)])
+    result = process_segment(event(table, spec("bump"), page_size=25))
+    assert result["cursor"] is None
+    assert result["pages"] >= 24
+    assert (result["scanned"], result["written"], result["failed"]) == (600, 600, 0)
+    items = scan_all(dynamodb, table)
+    assert len(items) == 600
+    assert {item["visits"] for item in items.values()} == {1}
+
+
+def test_one_mb_pages_continue_with_exclusive_start_key(make_table, dynamodb):
+    # 3,000 items of ~3 KB is ~9 MB: several 1 MB scan pages with no Limit at all.
+    table = make_table([simple_item(i, pad=3000) for i in range(3000)])
+    result = process_segment(event(table, spec("bump")))
+    assert result["pages"] >= 8
+    assert result["scanned"] == 3000
+    assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}
+
+
+def test_transform_outcomes_change_delete_keep_and_raise(make_table, dynamodb):
+    kinds = ["change"] * 40 + ["delete"] * 10 + ["keep"] * 30 + ["raise"] * 5
+    table = make_table([simple_item(i, kind) for i, kind in enumerate(kinds)])
+    result = process_segment(event(table, spec("by_kind"), page_size=7))
+    assert {name: result[name] for name in COUNTS} == {
+        "scanned": 85,
+        "written": 40,
+        "unchanged": 30,
+        "deleted": 10,
+        "failed": 5,
+        "conflicts": 0,
+    }
+    failed_keys = {(f["key"]["pk"], f["key"]["sk"]) for f in result["failures"]}
+    assert failed_keys == {(f"p{i % 17:02d}", f"s{i:06d}") for i in range(80, 85)}
+    assert all("ValueError: cannot handle" in f["error"] for f in result["failures"])
+    items = scan_all(dynamodb, table)
+    assert len(items) == 75
+    changed = [item for item in items.values() if item["kind"] == "change"]
+    assert all(item["migrated"] is True and item["nested"]["tags"] == {"a", "b"} for item in changed)
+    assert not any("migrated" in item for item in items.values() if item["kind"] != "change")
+
+
+def test_failure_list_is_bounded_but_count_is_exact(make_table):
+    table = make_table([simple_item(i, "raise") for i in range(130)])
+    result = process_segment(event(table, spec("by_kind")))
+    assert result["failed"] == 130
+    assert len(result["failures"]) == 100
+
+
+def test_tiny_deadline_continuation_matches_an_uninterrupted_run(make_table, dynamodb):
+    kinds = ["change", "delete", "keep", "raise", "change"]
+    items = [simple_item(i, kinds[i % 5], pad=500) for i in range(400)]
+    whole_table, split_table = make_table(items), make_table(items)
+    whole = run_to_end(event(whole_table, spec("by_kind"), page_size=20))
+    split = run_to_end(event(split_table, spec("by_kind"), page_size=20), deadline_s=0.0)
+    assert whole["invocations"] == 1
+    assert split["invocations"] == split["pages"] >= 20
+    for name in (*COUNTS, "pages"):
+        assert split[name] == whole[name], name
+    assert split["failures"] == whole["failures"]
+    assert scan_all(dynamodb, split_table) == scan_all(dynamodb, whole_table)
+
+
+def test_segments_partition_the_table(make_table, dynamodb):
+    table = make_table([simple_item(i) for i in range(500)])
+    results = [process_segment({**event(table, spec("bump")), "segment": s, "total_segments": 4}) for s in range(4)]
+    assert sum(r["scanned"] for r in results) == 500
+    assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}
+
+
+def test_in_place_key_change_is_refused_and_the_item_kept(make_table, dynamodb):
+    table = make_table([simple_item(i) for i in range(10)])
+    before = scan_all(dynamodb, table)
+    result = process_segment(event(table, spec("change_key")))
+    assert result["failed"] == 10 and result["written"] == 0
+    assert "key_changed" in result["failures"][0]["error"] and "pk" in result["failures"][0]["error"]
+    assert scan_all(dynamodb, table) == before
+
+
+def test_invalid_types_are_reported_per_item(make_table, dynamodb):
+    table = make_table([simple_item(i) for i in range(5)])
+    result = process_segment(event(table, spec("use_float")))
+    assert result["failed"] == 5
+    assert "ratio" in result["failures"][0]["error"] and "Decimal" in result["failures"][0]["error"]
+
+
+def test_copy_into_rekeyed_destination_reports_the_item_dynamodb_rejects(make_table, dynamodb):
+    kinds = ["change"] * 49 + ["raise"]  # rekey leaves the 'raise' item without its new key
+    source = make_table([simple_item(i, kind) for i, kind in enumerate(kinds)])
+    destination = make_table([], keys=("id",))
+    result = process_segment(event(source, spec("rekey"), destination=destination))
+    assert (result["written"], result["failed"]) == (49, 1)
+    assert result["failures"][0]["key"] == {"pk": "p15", "sk": "s000049"}
+    assert "ValidationException" in result["failures"][0]["error"]
+    copied = dynamodb.scan(TableName=destination, Select="COUNT")["Count"]
+    assert copied == 49
+    assert len(scan_all(dynamodb, source)) == 50  # the source is untouched
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "words"),
+    [
+        ({"table": "no-such-table"}, TableNotFoundError, ["no-such-table", "table_name"]),
+        ({"transform": "/nowhere/t.py:fn"}, TransformLoadError, ["/nowhere/t.py", "does not exist"]),
+        ({"transform": "tests.fixtures.transforms:NOT_CALLABLE"}, TransformLoadError, ["not callable"]),
+        ({"transform": "tests.fixtures.transforms:missing"}, TransformLoadError, ["no attribute 'missing'"]),
+        ({"transform": "no_such_module:fn"}, TransformLoadError, ["no_such_module"]),
+        ({"transform": "nocolon"}, TransformLoadError, ["':function'"]),
+        ({"total_segments": 0}, InvalidParameterError, ["total_segments", "1 to 1,000,000"]),
+        ({"total_segments": 1_000_001}, InvalidParameterError, ["total_segments"]),
+        ({"segment": 3}, InvalidParameterError, ["segment"]),
+        ({"write_mode": "yolo"}, InvalidParameterError, ["write_mode", "'batch'"]),
+    ],
+)
+def test_bad_input_raises_a_clear_error(make_table, changes, error, words):
+    table = make_table([simple_item(1)])
+    with pytest.raises(error) as info:
+        process_segment({**event(table, spec("bump")), **changes})
+    for word in words:
+        assert word in str(info.value)

@@ -1,0 +1,130 @@
+"""Wire-format conversion, sizes and the per-item verdict, with no network."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+
+from ddbnb.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
+from ddbnb.items import ItemTypeError, deserialize, format_key, item_size, serialize
+
+PYTHON_ITEM = {
+    "pk": "user#1",
+    "n": Decimal("12.50"),
+    "i": 7,
+    "flag": True,
+    "nothing": None,
+    "blob": b"\x00\x01",
+    "tags": {"b", "a"},
+    "scores": {Decimal(1), Decimal("2.5")},
+    "blobs": {b"x", b"y"},
+    "nested": {"list": [Decimal(1), "two", {"deep": [b"z"]}], "empty": {}},
+}
+
+
+def test_serialize_matches_boto3_and_round_trips():
+    wire = serialize(PYTHON_ITEM)
+    boto = {k: TypeSerializer().serialize(v) for k, v in PYTHON_ITEM.items()}
+    for name in ("pk", "n", "i", "flag", "nothing", "blob", "nested"):
+        assert wire[name] == boto[name], name
+    assert sorted(wire["tags"]["SS"]) == sorted(boto["tags"]["SS"])
+    back = deserialize(wire)
+    assert back == {**PYTHON_ITEM, "i": Decimal(7)}
+    assert isinstance(back["blob"], bytes)
+    boto_back = {k: TypeDeserializer().deserialize(v) for k, v in wire.items()}
+    assert boto_back["scores"] == back["scores"] and boto_back["nested"]["list"][0] == Decimal(1)
+
+
+def test_boto3_binary_values_are_accepted():
+    assert serialize({"b": Binary(b"abc")}) == {"b": {"B": b"abc"}}
+
+
+@pytest.mark.parametrize(
+    ("item", "words"),
+    [
+        ({"a": {"b": [0.5]}}, ["a.b[0]", "Decimal"]),
+        ({"s": set()}, ["s", "empty sets"]),
+        ({"mixed": {1, "a"}}, ["mixed", "only strings"]),
+        ({"obj": object()}, ["obj", "object"]),
+    ],
+)
+def test_values_dynamodb_rejects_name_their_path(item, words):
+    with pytest.raises(ItemTypeError) as info:
+        serialize(item)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_a_non_dict_result_is_rejected():
+    with pytest.raises(ItemTypeError, match="list"):
+        serialize([1, 2])  # type: ignore[arg-type]
+
+
+def test_item_size_follows_dynamodb_rules():
+    assert item_size({"ab": {"S": "xyz"}}) == 5
+    assert item_size({"b": {"B": b"1234"}}) == 5
+    assert item_size({"t": {"BOOL": True}, "z": {"NULL": True}}) == 4
+    assert item_size({"m": {"M": {"k": {"S": "v"}}}}) == 1 + 3 + 1 + 1 + 1
+    assert 300_000 < item_size(serialize({"big": "x" * 300_000})) < 300_010
+
+
+def test_format_key_is_json_safe():
+    assert format_key({"pk": "a", "n": Decimal("3"), "f": Decimal("1.5"), "b": b"\x01"}) == {
+        "pk": "a",
+        "n": 3,
+        "f": 1.5,
+        "b": "01",
+    }
+
+
+def keep(item):
+    return item
+
+
+def add(item):
+    item["x"] = 1
+    return item
+
+
+def mutate_key(item):
+    item["pk"] = "other"
+    return item
+
+
+def huge(item):
+    item["blob"] = b"x" * 500_000
+    return item
+
+
+RAW = {"pk": {"S": "k"}, "v": {"N": "1"}}
+
+
+@pytest.mark.parametrize(
+    ("transform", "in_place", "action", "rule"),
+    [
+        (keep, True, UNCHANGED, ""),
+        (keep, False, PUT, ""),
+        (add, True, PUT, ""),
+        (lambda item: None, True, DELETE, ""),
+        (mutate_key, True, FAILED, "key_changed"),
+        (mutate_key, False, PUT, ""),
+        (huge, True, FAILED, "too_large"),
+        (lambda item: 1 / 0, True, FAILED, "raised"),
+        (lambda item: "text", True, FAILED, "invalid_type"),
+        (lambda item: {**item, "f": 1.0}, True, FAILED, "invalid_type"),
+    ],
+)
+def test_evaluate_decides_each_outcome(transform, in_place, action, rule):
+    verdict = evaluate(transform, RAW, ("pk",), in_place=in_place)
+    assert (verdict.action, verdict.rule) == (action, rule)
+    if action == PUT:
+        assert verdict.wire is not None and verdict.wire["pk"] == (
+            {"S": "other"} if transform is mutate_key else RAW["pk"]
+        )
+
+
+def test_a_transform_that_mutates_its_input_is_still_compared_to_the_original():
+    verdict = evaluate(add, RAW, ("pk",))
+    assert verdict.action == PUT and "x" not in verdict.before

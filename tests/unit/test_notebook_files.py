@@ -1,0 +1,62 @@
+"""The committed notebooks: thin, parameterized, and free of outputs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+CONTRACT = {
+    "02_dry_run": {"table_name", "transform", "sample_size", "run_dir"},
+    "03_migrate": {
+        "table_name",
+        "transform",
+        "engine",
+        "execute",
+        "total_segments",
+        "max_concurrency",
+        "write_mode",
+        "run_dir",
+    },
+    "04_results": {"run_dir"},
+}
+
+
+def test_the_notebooks_are_there():
+    assert {path.stem for path in NOTEBOOKS} >= set(CONTRACT)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_outputs_are_committed(path):
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs (nbstripout)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_holds_the_contract_as_plain_literals(path):
+    notebook = nbformat.read(path, as_version=4)
+    cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    tree = ast.parse(cells[0].source)
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), ast.dump(node)
+        names.add(node.target.id)  # type: ignore[attr-defined]
+    assert names == CONTRACT.get(path.stem, names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_hold_calls_not_logic(path):
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While, ast.If, ast.Lambda)), (
+                f"{path.name}: move logic into ddbnb"
+            )
