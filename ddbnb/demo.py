@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -16,6 +17,7 @@ from ddbnb import params
 from ddbnb.clients import client
 from ddbnb.exceptions import DdbnbError
 from ddbnb.servers import project_root, sandbox
+from ddbnb.wire import WireClient
 from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
 
 DEMO_TABLE = "demo-orders"
@@ -69,7 +71,7 @@ def demo_item(index: int, rng: random.Random) -> dict[str, Any]:
         "notes": _s(" ".join(rng.choice(WORDS) for _ in range(note_words))),
     }
     if rng.random() < 0.02:  # a few large items, so segments span several pages
-        item["attachment"] = {"B": rng.randbytes(rng.randint(10_000, 40_000))}
+        item["attachment"] = {"B": base64.b64encode(rng.randbytes(rng.randint(10_000, 40_000))).decode()}
     return item
 
 
@@ -108,7 +110,7 @@ def seed_demo_table(
     params.check_name("table_name", table_name)
     params.check_int("items", items, 0, 10_000_000)
     create_demo_table(table_name, boto3_session)
-    dynamodb = client("dynamodb", boto3_session)
+    dynamodb = WireClient(boto3_session)
     backoff = Backoff()
 
     def write(start: int) -> int:

@@ -14,7 +14,7 @@ from ddbnb import params
 from ddbnb.clients import client
 from ddbnb.diff import diff_items
 from ddbnb.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
-from ddbnb.items import format_key
+from ddbnb.items import format_key, matches
 from ddbnb.sample import sample_items
 from ddbnb.tables import describe_table
 from ddbnb.transforms import load_transform
@@ -117,7 +117,7 @@ def dry_run(
         elif verdict.action == DELETE:
             counts["deleted"] += 1
             report.changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})
-        elif verdict.action == UNCHANGED or (verdict.action == PUT and verdict.after == verdict.before):
+        elif verdict.action == UNCHANGED or (verdict.action == PUT and matches(verdict.after, verdict.raw)):
             counts["unchanged"] += 1
         else:
             counts["changed"] += 1

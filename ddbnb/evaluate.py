@@ -8,9 +8,11 @@ segment worker, the pre-flight check and the dry run all decide through
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
-from ddbnb.items import ItemTypeError, deserialize, item_size, serialize
+from ddbnb.items import ItemTypeError, deserialize, item_size, matches, serialize
 
 #: DynamoDB's item size limit.
 MAX_ITEM_BYTES = 400 * 1024
@@ -19,15 +21,21 @@ MAX_ITEM_BYTES = 400 * 1024
 UNCHANGED, PUT, DELETE, FAILED = "unchanged", "put", "delete", "failed"
 
 
-class Verdict(NamedTuple):
-    """The outcome of a transform on one item."""
+@dataclass
+class Verdict:
+    """The outcome of a transform on one item (``raw`` is the item as read)."""
 
     action: str
-    before: dict[str, Any]
-    after: Any
+    raw: Mapping[str, Any]
+    after: Any = None
     wire: dict[str, Any] | None = None
     rule: str = ""
     message: str = ""
+
+    @cached_property
+    def before(self) -> dict[str, Any]:
+        """The item as read, in Python values."""
+        return deserialize(self.raw)
 
 
 def evaluate(
@@ -36,36 +44,40 @@ def evaluate(
     key_names: Sequence[str],
     *,
     in_place: bool = True,
+    check_size: bool = True,
 ) -> Verdict:
     """Run ``transform`` on the wire-format item ``raw`` and judge its result.
 
     In place, an unchanged result needs no write and a changed key is refused
     (it would leave the old item behind). Copying into a destination, every
-    kept item is written, and keys may change.
+    kept item is written, and keys may change. ``check_size`` computes the
+    item's size by DynamoDB's rules; the segment worker skips it and lets
+    DynamoDB refuse oversized items, which it then reports item by item.
     """
-    before = deserialize(raw)
     try:
         after = transform(deserialize(raw))
     except Exception as exc:
-        return Verdict(FAILED, before, None, rule="raised", message=f"transform raised {type(exc).__name__}: {exc}")
+        return Verdict(FAILED, raw, rule="raised", message=f"transform raised {type(exc).__name__}: {exc}")
     if after is None:
-        return Verdict(DELETE, before, None)
+        return Verdict(DELETE, raw)
     if not isinstance(after, Mapping):
         return Verdict(
             FAILED,
-            before,
+            raw,
             after,
             rule="invalid_type",
             message=f"transform returned {type(after).__name__}; return the item dict, or None to delete it",
         )
-    if after == before:
-        return Verdict(UNCHANGED, before, after) if in_place else Verdict(PUT, before, after, dict(raw))
+    if matches(after, raw):
+        return Verdict(UNCHANGED, raw, after) if in_place else Verdict(PUT, raw, after, dict(raw))
     if in_place:
-        changed = [name for name in key_names if after.get(name) != before[name]]
+        changed = [
+            name for name in key_names if name not in after or not matches({name: after[name]}, {name: raw[name]})
+        ]
         if changed:
             return Verdict(
                 FAILED,
-                before,
+                raw,
                 after,
                 rule="key_changed",
                 message=f"transform changed key attribute(s) {', '.join(changed)}; re-keying needs a destination table",
@@ -73,14 +85,14 @@ def evaluate(
     try:
         wire = serialize(after)
     except ItemTypeError as exc:
-        return Verdict(FAILED, before, after, rule="invalid_type", message=str(exc))
-    size = item_size(wire)
+        return Verdict(FAILED, raw, after, rule="invalid_type", message=str(exc))
+    size = item_size(wire) if check_size else 0
     if size > MAX_ITEM_BYTES:
         return Verdict(
             FAILED,
-            before,
+            raw,
             after,
             rule="too_large",
             message=f"{size:,} bytes is over DynamoDB's 400 KB item limit",
         )
-    return Verdict(PUT, before, after, wire)
+    return Verdict(PUT, raw, after, wire)

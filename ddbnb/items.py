@@ -9,6 +9,7 @@ differences that matter for migrations: binary values come back as plain
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence, Set
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,12 @@ class ItemTypeError(TypeError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+        self.reason = message
+
+    def under(self, parent: str) -> ItemTypeError:
+        """The same error, seen from the attribute that holds it."""
+        joined = f"{parent}{self.path}" if self.path.startswith("[") else f"{parent}.{self.path}"
+        return ItemTypeError(joined if self.path else parent, self.reason)
 
 
 def deserialize(wire: Mapping[str, Any]) -> Item:
@@ -32,7 +39,7 @@ def deserialize(wire: Mapping[str, Any]) -> Item:
 
 def _from_wire(value: Mapping[str, Any]) -> Any:
     ((tag, raw),) = value.items()
-    if tag == "S" or tag == "BOOL":
+    if tag == "S":
         return raw
     if tag == "N":
         return Decimal(raw)
@@ -40,61 +47,151 @@ def _from_wire(value: Mapping[str, Any]) -> Any:
         return {k: _from_wire(v) for k, v in raw.items()}
     if tag == "L":
         return [_from_wire(v) for v in raw]
+    if tag == "BOOL":
+        return raw
     if tag == "NULL":
         return None
     if tag == "B":
-        return bytes(raw)
+        return _bytes(raw)
     if tag == "SS":
         return set(raw)
     if tag == "NS":
         return {Decimal(n) for n in raw}
     if tag == "BS":
-        return {bytes(b) for b in raw}
-    raise ItemTypeError("<item>", f"unknown DynamoDB type tag {tag!r}")
+        return {_bytes(b) for b in raw}
+    raise ItemTypeError("", f"unknown DynamoDB type tag {tag!r}")
+
+
+def matches(item: Mapping[str, Any], wire: Mapping[str, Any]) -> bool:
+    """Whether a Python item holds exactly the wire item's values and types (sets in any order).
+
+    Cheaper than deserializing to compare: it stops at the first difference, and a
+    new or removed attribute is seen before any value is read.
+    """
+    if len(item) != len(wire):
+        return False
+    for name, value in wire.items():
+        if name not in item or not _matches(item[name], value):
+            return False
+    return True
+
+
+def _matches(value: Any, wire: Mapping[str, Any]) -> bool:
+    ((tag, raw),) = wire.items()
+    if tag == "S":
+        return isinstance(value, str) and value == raw
+    if tag == "N":
+        return isinstance(value, (int, Decimal)) and not isinstance(value, bool) and value == Decimal(raw)
+    if tag == "M":
+        return isinstance(value, Mapping) and matches(value, raw)
+    if tag == "L":
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == len(raw)
+            and all(_matches(v, w) for v, w in zip(value, raw, strict=True))
+        )
+    if tag == "BOOL":
+        return isinstance(value, bool) and value == raw
+    if tag == "NULL":
+        return value is None
+    if tag == "B":
+        return isinstance(value, (bytes, bytearray)) and value == _bytes(raw)
+    if not isinstance(value, Set):
+        return False
+    if tag == "SS":
+        return value == set(raw)
+    if tag == "NS":
+        return all(isinstance(v, (int, Decimal)) and not isinstance(v, bool) for v in value) and value == {
+            Decimal(n) for n in raw
+        }
+    return value == {_bytes(b) for b in raw}  # "BS"
+
+
+def _bytes(raw: str | bytes) -> bytes:
+    return base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)
+
+
+def _b64(raw: bytes | bytearray) -> str:
+    return base64.b64encode(raw).decode("ascii")
 
 
 def serialize(item: Mapping[str, Any]) -> WireItem:
     """Turn a Python item into wire format, raising ItemTypeError on bad values."""
     if not isinstance(item, Mapping):
         raise ItemTypeError("<item>", f"the transform returned {type(item).__name__}, not a dict")
-    return {str(name): _to_wire(value, str(name)) for name, value in item.items()}
+    return _map_to_wire(item, "")
 
 
-def _to_wire(value: Any, path: str) -> dict[str, Any]:
-    if isinstance(value, str):
+def _map_to_wire(value: Mapping[Any, Any], parent: str) -> dict[str, Any]:
+    out = {}
+    for name, child in value.items():
+        try:
+            out[str(name)] = _to_wire(child)
+        except ItemTypeError as exc:
+            raise exc.under(f"{parent}.{name}" if parent else str(name)) from None
+    return out
+
+
+def _list_to_wire(value: Sequence[Any]) -> list[Any]:
+    out = []
+    for index, child in enumerate(value):
+        try:
+            out.append(_to_wire(child))
+        except ItemTypeError as exc:
+            raise exc.under(f"[{index}]") from None
+    return out
+
+
+def _to_wire(value: Any) -> dict[str, Any]:
+    kind = type(value)  # exact types first: the common case, and fast
+    if kind is str:
         return {"S": value}
-    if isinstance(value, bool):
+    if kind is Decimal or kind is int:
+        return {"N": str(value)}
+    if kind is dict:
+        return {"M": _map_to_wire(value, "")}
+    if kind is list:
+        return {"L": _list_to_wire(value)}
+    if kind is bool:
         return {"BOOL": value}
+    if value is None:
+        return {"NULL": True}
+    return _other_to_wire(value)
+
+
+def _other_to_wire(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"S": str(value)}
+    if isinstance(value, bool):
+        return {"BOOL": bool(value)}
     if isinstance(value, (int, Decimal)):
         return {"N": str(value)}
     if isinstance(value, Mapping):
-        return {"M": {str(k): _to_wire(v, f"{path}.{k}") for k, v in value.items()}}
-    if value is None:
-        return {"NULL": True}
+        return {"M": _map_to_wire(value, "")}
     if isinstance(value, (bytes, bytearray)):
-        return {"B": bytes(value)}
+        return {"B": _b64(value)}
     if isinstance(value, float):
-        raise ItemTypeError(path, f"float {value!r} is not allowed; use Decimal(str(x)) instead")
+        raise ItemTypeError("", f"float {value!r} is not allowed; use Decimal(str(x)) instead")
     if isinstance(value, Set):
-        return _set_to_wire(value, path)
+        return _set_to_wire(value)
     if isinstance(value, Sequence):
-        return {"L": [_to_wire(v, f"{path}[{i}]") for i, v in enumerate(value)]}
+        return {"L": _list_to_wire(value)}
     raw_bytes = getattr(value, "value", None)
     if isinstance(raw_bytes, bytes):  # boto3.dynamodb.types.Binary
-        return {"B": raw_bytes}
-    raise ItemTypeError(path, f"type {type(value).__name__} cannot be stored in DynamoDB")
+        return {"B": _b64(raw_bytes)}
+    raise ItemTypeError("", f"type {type(value).__name__} cannot be stored in DynamoDB")
 
 
-def _set_to_wire(value: Set[Any], path: str) -> dict[str, Any]:
+def _set_to_wire(value: Set[Any]) -> dict[str, Any]:
     if not value:
-        raise ItemTypeError(path, "empty sets cannot be stored; remove the attribute instead")
+        raise ItemTypeError("", "empty sets cannot be stored; remove the attribute instead")
     if all(isinstance(v, str) for v in value):
         return {"SS": sorted(value)}
     if all(isinstance(v, (int, Decimal)) and not isinstance(v, bool) for v in value):
         return {"NS": sorted(str(v) for v in value)}
     if all(isinstance(v, (bytes, bytearray)) for v in value):
-        return {"BS": sorted(bytes(v) for v in value)}
-    raise ItemTypeError(path, "a set must hold only strings, only numbers or only bytes")
+        return {"BS": sorted(_b64(v) for v in value)}
+    raise ItemTypeError("", "a set must hold only strings, only numbers or only bytes")
 
 
 def key_of(item: Mapping[str, Any], key_names: Sequence[str]) -> dict[str, Any]:
@@ -125,7 +222,7 @@ def _value_size(value: Mapping[str, Any]) -> int:
     if tag == "S":
         return len(raw.encode())
     if tag == "B":
-        return len(raw)
+        return _binary_size(raw)
     if tag == "N":
         return _number_size(raw)
     if tag in ("BOOL", "NULL"):
@@ -135,10 +232,16 @@ def _value_size(value: Mapping[str, Any]) -> int:
     if tag == "NS":
         return sum(_number_size(n) for n in raw)
     if tag == "BS":
-        return sum(len(b) for b in raw)
+        return sum(_binary_size(b) for b in raw)
     if tag == "M":
         return 3 + sum(len(k.encode()) + 1 + _value_size(v) for k, v in raw.items())
     return 3 + sum(1 + _value_size(v) for v in raw)  # "L"
+
+
+def _binary_size(raw: str | bytes) -> int:
+    if isinstance(raw, bytes):
+        return len(raw)
+    return len(raw) * 3 // 4 - raw[-2:].count("=")
 
 
 def _number_size(raw: str) -> int:

@@ -20,21 +20,20 @@ result as ``totals`` and its ``cursor``: counts accumulate across calls.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 import boto3
 
 from ddbnb import params
-from ddbnb.clients import client
 from ddbnb.evaluate import DELETE, PUT, UNCHANGED, evaluate
 from ddbnb.items import deserialize, format_key
 from ddbnb.tables import table_facts
 from ddbnb.transforms import load_transform
+from ddbnb.wire import WireClient
 from ddbnb.writes import BATCH_SIZE, Backoff, RateLimiter, Request, WriteOutcome, write_batch
 
 #: At most this many failures are listed per segment; the ``failed`` count is exact.
@@ -56,20 +55,6 @@ def validate_event(event: Mapping[str, Any]) -> None:
     params.check_rate("rate_limit", event.get("rate_limit", 0))
     if event.get("page_size") is not None:
         params.check_int("page_size", event.get("page_size"), 1)
-
-
-def encode_cursor(last_key: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Make a LastEvaluatedKey JSON-safe (binary key values become base64)."""
-    if last_key is None:
-        return None
-    return {name: {"B64": base64.b64encode(v["B"]).decode()} if "B" in v else dict(v) for name, v in last_key.items()}
-
-
-def decode_cursor(cursor: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Turn an encoded cursor back into an ExclusiveStartKey."""
-    if not cursor:
-        return None
-    return {name: {"B": base64.b64decode(v["B64"])} if "B64" in v else dict(v) for name, v in cursor.items()}
 
 
 def _now() -> str:
@@ -98,13 +83,13 @@ class _Segment:
 
     def __init__(self, event: Mapping[str, Any], boto3_session: boto3.Session | None) -> None:
         self.event = event
-        self.dynamodb = client("dynamodb", boto3_session)
+        self.dynamodb = WireClient(boto3_session)
         self.table = event["table"]
         self.target = event.get("destination") or self.table
         self.in_place = self.target == self.table
-        self.keys = table_facts(self.dynamodb, self.table).key_names
+        self.keys = table_facts(self.dynamodb.client, self.table).key_names
         if not self.in_place:
-            table_facts(self.dynamodb, self.target)  # fail fast when it is missing
+            table_facts(self.dynamodb.client, self.target)  # fail fast when it is missing
         self.transform = load_transform(event["transform"])
         self.limiter = RateLimiter(float(event.get("rate_limit", 0) or 0))
         self.backoff = Backoff()
@@ -115,7 +100,8 @@ class _Segment:
         if len(self.result["failures"]) < MAX_FAILURES:
             self.result["failures"].append({"key": format_key(key), "error": error})
 
-    def scan_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
+    def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
+        """Scan one page of the segment from ``cursor`` (counted once it is used)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "Segment": self.event["segment"],
@@ -126,17 +112,15 @@ class _Segment:
             kwargs["ExclusiveStartKey"] = cursor
         if self.event.get("page_size"):
             kwargs["Limit"] = self.event["page_size"]
-        page: dict[str, Any] = self.dynamodb.scan(**kwargs)
+        page: dict[str, Any] = self.dynamodb.call("Scan", kwargs)
         self.result["read_units"] += float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-        self.result["pages"] += 1
-        self.result["scanned"] += len(page.get("Items", []))
         return page
 
     def plan_writes(self, items: list[dict[str, Any]]) -> list[Request]:
         """Apply the transform to a page and return the write requests it needs."""
         requests: list[Request] = []
         for raw in items:
-            verdict = evaluate(self.transform, raw, self.keys, in_place=self.in_place)
+            verdict = evaluate(self.transform, raw, self.keys, in_place=self.in_place, check_size=False)
             if verdict.action == PUT:
                 requests.append({"PutRequest": {"Item": verdict.wire}})
             elif verdict.action == DELETE and not self.in_place:
@@ -178,24 +162,39 @@ def process_segment(
 
     ``deadline`` is a ``time.time()`` value; the worker always finishes at least one
     page, then stops when the next page might not finish in time (twice the slowest
-    page so far) and returns its cursor. ``on_page`` is called with the number of
+    page so far) and returns its cursor. The next page is read while the current
+    one is written; a page read ahead when time runs out is dropped, not skipped:
+    the cursor still points before it. ``on_page`` is called with the number of
     items scanned in each page, for progress bars.
     """
     validate_event(event)
     work = _Segment(event, boto3_session)
-    cursor = decode_cursor(event.get("cursor"))
+    cursor = event.get("cursor") or None
     slowest = 0.0
-    with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        while True:
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() + 2 * slowest > deadline
+
+    with ThreadPoolExecutor(WRITE_THREADS) as pool, ThreadPoolExecutor(1) as reader:
+        ahead: Future[dict[str, Any]] | None = reader.submit(work.read_page, cursor)
+        while ahead is not None:
             started = time.monotonic()
-            page = work.scan_page(cursor)
-            work.write(work.plan_writes(page.get("Items", [])), pool)
-            cursor = page.get("LastEvaluatedKey")
+            page = ahead.result()
+            items = page.get("Items", [])
+            next_cursor = page.get("LastEvaluatedKey")
+            # Read the next page while this one is transformed and written.
+            ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
+            work.write(work.plan_writes(items), pool)
+            work.result["pages"] += 1
+            work.result["scanned"] += len(items)
+            cursor = next_cursor
             if on_page is not None:
-                on_page(len(page.get("Items", [])))
+                on_page(len(items))
             slowest = max(slowest, time.monotonic() - started)
-            if cursor is None or (deadline is not None and time.time() + 2 * slowest > deadline):
+            if cursor is None or out_of_time():
                 break
-    work.result["cursor"] = encode_cursor(cursor)
+        if ahead is not None:
+            ahead.result()  # read ahead but not processed: the cursor still points before it
+    work.result["cursor"] = cursor
     work.result["finished_at"] = _now()
     return work.result

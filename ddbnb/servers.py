@@ -90,6 +90,7 @@ def _claim_port(port: int, server: str) -> int:
     if port == 0:
         return _free_port()
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a listener still blocks it
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -234,42 +235,58 @@ class Sandbox:
         self.dynamodb.stop()
 
 
+def _aws_free_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+
+def _spawn_dynamodb_local(port: int, logs: Path, db_path: str | Path | None = None) -> Server:
+    java = find_java()
+    jar_dir = find_dynamodb_local()
+    storage = ["-dbPath", str(db_path)] if db_path else ["-inMemory"]
+    command = [
+        java,
+        f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}",
+        "-jar",
+        str(jar_dir / "DynamoDBLocal.jar"),
+        *storage,
+        "-sharedDb",
+        "-port",
+        str(_claim_port(port, "DynamoDB Local")),
+    ]
+    return _spawn(
+        "DynamoDB Local", command, int(command[-1]), logs / "dynamodb-local.log", _aws_free_env(), "DynamoDBLocal.jar"
+    )
+
+
+def start_dynamodb_local(
+    port: int = 0, *, db_path: str | Path | None = None, log_dir: str | Path | None = None
+) -> Server:
+    """Start DynamoDB Local alone, in memory or on disk at ``db_path``; return once it answers.
+
+    On disk, its data survives a restart: benchmarks use that to restore a table quickly.
+    """
+    logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="ddbnb-dynamodb-"))
+    server = _spawn_dynamodb_local(port, logs, db_path)
+    _wait_ready(server, time.monotonic() + READY_TIMEOUT_S)
+    return server
+
+
 def start_sandbox(dynamodb_port: int = 0, moto_port: int = 0, log_dir: str | Path | None = None) -> Sandbox:
     """Start DynamoDB Local and a moto server; return once both answer.
 
     A port of 0 picks a free one. Raises JavaNotFoundError,
     DynamoDBLocalMissingError, PortInUseError or ServerDiedError.
     """
-    java = find_java()
-    jar_dir = find_dynamodb_local()
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="ddbnb-sandbox-"))
-    ddb_port = _claim_port(dynamodb_port, "DynamoDB Local")
     mock_port = _claim_port(moto_port, "the moto server")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     deadline = time.monotonic() + READY_TIMEOUT_S
-    dynamodb = _spawn(
-        "DynamoDB Local",
-        [
-            java,
-            f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar_dir / "DynamoDBLocal.jar"),
-            "-inMemory",
-            "-sharedDb",
-            "-port",
-            str(ddb_port),
-        ],
-        ddb_port,
-        logs / "dynamodb-local.log",
-        env,
-        "DynamoDBLocal.jar",
-    )
+    dynamodb = _spawn_dynamodb_local(dynamodb_port, logs)
     moto = _spawn(
         "moto server",
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(mock_port)],
         mock_port,
         logs / "moto.log",
-        {**env, "MOTO_PORT": str(mock_port)},
+        {**_aws_free_env(), "MOTO_PORT": str(mock_port)},
         "moto.server",
     )
     try:

@@ -18,6 +18,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ddbnb.wire import WireClient
+
 BATCH_SIZE = 25
 THROTTLE_CODES = frozenset(
     {
@@ -99,7 +101,7 @@ def _units(response: dict[str, Any]) -> float:
     return float(sum(c.get("CapacityUnits", 0) for c in consumed))
 
 
-def write_batch(dynamodb: Any, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
+def write_batch(dynamodb: WireClient, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
     """Write up to 25 requests, retrying until each succeeds or is reported failed.
 
     A request is reported failed after ``backoff.attempts`` calls in a row that
@@ -110,7 +112,9 @@ def write_batch(dynamodb: Any, table: str, requests: Sequence[Request], backoff:
     attempt = 0  # consecutive calls without progress
     while attempt < backoff.attempts:
         try:
-            response = dynamodb.batch_write_item(RequestItems={table: pending}, ReturnConsumedCapacity="TOTAL")
+            response = dynamodb.call(
+                "BatchWriteItem", {"RequestItems": {table: pending}, "ReturnConsumedCapacity": "TOTAL"}
+            )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in THROTTLE_CODES:
@@ -134,24 +138,18 @@ def write_batch(dynamodb: Any, table: str, requests: Sequence[Request], backoff:
     return outcome
 
 
-def write_singly(dynamodb: Any, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
+def write_singly(dynamodb: WireClient, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
     """Write requests one by one, so a bad item fails alone with DynamoDB's reason."""
     outcome = WriteOutcome()
     for request in requests:
         for attempt in range(backoff.attempts):
             try:
                 if "PutRequest" in request:
-                    response = dynamodb.put_item(
-                        TableName=table,
-                        Item=request["PutRequest"]["Item"],
-                        ReturnConsumedCapacity="TOTAL",
-                    )
+                    payload = {"TableName": table, "Item": request["PutRequest"]["Item"]}
+                    response = dynamodb.call("PutItem", {**payload, "ReturnConsumedCapacity": "TOTAL"})
                 else:
-                    response = dynamodb.delete_item(
-                        TableName=table,
-                        Key=request["DeleteRequest"]["Key"],
-                        ReturnConsumedCapacity="TOTAL",
-                    )
+                    payload = {"TableName": table, "Key": request["DeleteRequest"]["Key"]}
+                    response = dynamodb.call("DeleteItem", {**payload, "ReturnConsumedCapacity": "TOTAL"})
             except ClientError as exc:
                 error = exc.response.get("Error", {})
                 if error.get("Code") in THROTTLE_CODES and attempt + 1 < backoff.attempts:

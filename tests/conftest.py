@@ -14,6 +14,7 @@ import ddbnb
 from ddbnb.clients import client
 from ddbnb.items import deserialize
 from ddbnb.servers import Sandbox
+from ddbnb.wire import WireClient
 from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -56,7 +57,7 @@ def put_items(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
     """Write wire-format items, failing the test on any failure."""
     for i in range(0, len(items), BATCH_SIZE):
         chunk = [{"PutRequest": {"Item": item}} for item in items[i : i + BATCH_SIZE]]
-        assert not write_batch(dynamodb, table, chunk, Backoff()).failures
+        assert not write_batch(WireClient(), table, chunk, Backoff()).failures
 
 
 def scan_all(dynamodb: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -16,6 +16,7 @@ from botocore.awsrequest import AWSResponse
 
 from ddbnb import process_segment
 from ddbnb.clients import client
+from ddbnb.wire import WireClient
 from ddbnb.writes import Backoff, write_batch
 from tests.conftest import scan_all, simple_item, spec
 
@@ -96,7 +97,7 @@ def test_throttled_batches_are_retried_until_written(make_table, dynamodb, sessi
 def test_writes_still_throttled_after_every_retry_are_reported_not_dropped(make_table, session):
     table = make_table([])
     session.events.register("before-call.dynamodb.BatchWriteItem", Throttle(times=10**6))
-    dynamodb = client("dynamodb", session)
+    dynamodb = WireClient(session)
     requests = [{"PutRequest": {"Item": simple_item(i)}} for i in range(25)]
     outcome = write_batch(dynamodb, table, requests, Backoff(attempts=3, sleep=lambda _: None))
     assert outcome.puts == 0
@@ -107,7 +108,7 @@ def test_writes_still_throttled_after_every_retry_are_reported_not_dropped(make_
 def test_unprocessed_forever_are_reported_with_their_keys(make_table, session):
     table = make_table([])
     session.events.register("before-call.dynamodb.BatchWriteItem", PartialWrites(times=10**6, share=0))
-    dynamodb = client("dynamodb", session)
+    dynamodb = WireClient(session)
     requests = [{"PutRequest": {"Item": simple_item(i, "x")}} for i in range(20)]
     outcome = write_batch(dynamodb, table, requests, Backoff(attempts=4, sleep=lambda _: None))
     assert outcome.puts == 0
@@ -120,7 +121,7 @@ def test_slow_progress_is_not_cut_short(make_table, dynamodb, session):
     fault = PartialWrites(times=10**6, share=0.2)  # a fifth of what is left, every time
     session.events.register("before-call.dynamodb.BatchWriteItem", fault)
     requests = [{"PutRequest": {"Item": simple_item(i, "x")}} for i in range(25)]
-    outcome = write_batch(client("dynamodb", session), table, requests, Backoff(attempts=2, sleep=lambda _: None))
+    outcome = write_batch(WireClient(session), table, requests, Backoff(attempts=2, sleep=lambda _: None))
     assert (outcome.puts, outcome.failures) == (25, [])
     assert fault.calls > 2
     assert dynamodb.scan(TableName=table, Select="COUNT")["Count"] == 25

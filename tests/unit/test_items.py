@@ -8,7 +8,7 @@ import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
 from ddbnb.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
-from ddbnb.items import ItemTypeError, deserialize, format_key, item_size, serialize
+from ddbnb.items import ItemTypeError, deserialize, format_key, item_size, matches, serialize
 
 PYTHON_ITEM = {
     "pk": "user#1",
@@ -27,18 +27,21 @@ PYTHON_ITEM = {
 def test_serialize_matches_boto3_and_round_trips():
     wire = serialize(PYTHON_ITEM)
     boto = {k: TypeSerializer().serialize(v) for k, v in PYTHON_ITEM.items()}
-    for name in ("pk", "n", "i", "flag", "nothing", "blob", "nested"):
+    for name in ("pk", "n", "i", "flag", "nothing"):
         assert wire[name] == boto[name], name
+    assert wire["blob"] == {"B": "AAE="}  # the JSON wire format carries binary as base64
+    assert wire["nested"]["M"]["list"]["L"][2] == {"M": {"deep": {"L": [{"B": "eg=="}]}}}
     assert sorted(wire["tags"]["SS"]) == sorted(boto["tags"]["SS"])
     back = deserialize(wire)
     assert back == {**PYTHON_ITEM, "i": Decimal(7)}
     assert isinstance(back["blob"], bytes)
-    boto_back = {k: TypeDeserializer().deserialize(v) for k, v in wire.items()}
-    assert boto_back["scores"] == back["scores"] and boto_back["nested"]["list"][0] == Decimal(1)
+    boto_back = {k: TypeDeserializer().deserialize(v) for k, v in wire.items() if k in ("scores", "tags", "n")}
+    assert (boto_back["scores"], boto_back["tags"], boto_back["n"]) == (back["scores"], back["tags"], back["n"])
 
 
 def test_boto3_binary_values_are_accepted():
-    assert serialize({"b": Binary(b"abc")}) == {"b": {"B": b"abc"}}
+    assert serialize({"b": Binary(b"abc")}) == {"b": {"B": "YWJj"}}
+    assert deserialize({"b": {"B": b"abc"}, "s": {"BS": ["YWJj"]}}) == {"b": b"abc", "s": {b"abc"}}
 
 
 @pytest.mark.parametrize(
@@ -65,6 +68,7 @@ def test_a_non_dict_result_is_rejected():
 def test_item_size_follows_dynamodb_rules():
     assert item_size({"ab": {"S": "xyz"}}) == 5
     assert item_size({"b": {"B": b"1234"}}) == 5
+    assert item_size({"b": {"B": "MTIzNA=="}}) == 5
     assert item_size({"t": {"BOOL": True}, "z": {"NULL": True}}) == 4
     assert item_size({"m": {"M": {"k": {"S": "v"}}}}) == 1 + 3 + 1 + 1 + 1
     assert 300_000 < item_size(serialize({"big": "x" * 300_000})) < 300_010
@@ -128,3 +132,24 @@ def test_evaluate_decides_each_outcome(transform, in_place, action, rule):
 def test_a_transform_that_mutates_its_input_is_still_compared_to_the_original():
     verdict = evaluate(add, RAW, ("pk",))
     assert verdict.action == PUT and "x" not in verdict.before
+
+
+@pytest.mark.parametrize(
+    ("value", "wire", "same"),
+    [
+        ({"s": {"b", "a"}}, {"s": {"SS": ["a", "b"]}}, True),
+        ({"n": 1}, {"n": {"N": "1.0"}}, True),
+        ({"n": True}, {"n": {"N": "1"}}, False),
+        ({"b": True}, {"b": {"N": "1"}}, False),
+        ({"b": 1}, {"b": {"BOOL": True}}, False),
+        ({"l": ("x",)}, {"l": {"L": [{"S": "x"}]}}, True),
+        ({"l": ["x", "y"]}, {"l": {"L": [{"S": "x"}]}}, False),
+        ({"m": {"k": b"x"}}, {"m": {"M": {"k": {"B": "eA=="}}}}, True),
+        ({"a": "x"}, {"a": {"S": "x"}, "extra": {"S": "y"}}, False),
+        ({"a": "x", "new": 1}, {"a": {"S": "x"}}, False),
+        ({"z": None}, {"z": {"NULL": True}}, True),
+        ({"ns": {1, 2}}, {"ns": {"NS": ["2", "1"]}}, True),
+    ],
+)
+def test_matches_compares_values_and_types(value, wire, same):
+    assert matches(value, wire) is same

@@ -1,0 +1,1 @@
+"""Benchmarks: ddbnb against the baselines, as ratios measured in one run."""

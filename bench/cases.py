@@ -1,0 +1,207 @@
+"""One benchmark case per call, run in its own process: ``python -m bench.cases CASE ...``.
+
+Each case prints one JSON line: items it handled, wall seconds of the timed part,
+and CPU seconds of this process and the children it waited for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import resource
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+FLAG_VALUES = {"seed_style": "seed", "awswrangler": "wrangler"}
+
+
+def _cpu() -> float:
+    self, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return self.ru_utime + self.ru_stime + children.ru_utime + children.ru_stime
+
+
+# -- raw BatchWriteItem ------------------------------------------------------------------------------------
+def _writer(args: tuple[str, int, int, int, int, Any]) -> tuple[int, float]:
+    from ddbnb.demo import demo_item
+    from ddbnb.wire import WireClient
+    from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
+
+    table, start, stop, threads, seed, go = args
+    rng = random.Random(seed * 1_000_003 + start)
+    items = [demo_item(i, rng) for i in range(start, stop)]
+    chunks = [
+        [{"PutRequest": {"Item": it}} for it in items[i : i + BATCH_SIZE]] for i in range(0, len(items), BATCH_SIZE)
+    ]
+    client, backoff = WireClient(), Backoff()
+    go.wait()
+    cpu = time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        failures = sum(len(o.failures) for o in pool.map(lambda c: write_batch(client, table, c, backoff), chunks))
+    assert failures == 0
+    return len(items), time.process_time() - cpu
+
+
+def write(table: str, items: int, processes: int, threads: int, seed: int = 7) -> dict[str, Any]:
+    """Raw BatchWriteItem of demo items into ``table`` (items are generated before the clock starts)."""
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager()
+    go = manager.Event()
+    bounds = [items * p // processes for p in range(processes + 1)]
+    with context.Pool(processes) as pool:
+        result = pool.map_async(
+            _writer, [(table, bounds[p], bounds[p + 1], threads, seed, go) for p in range(processes)]
+        )
+        time.sleep(0.5 + items / processes / 15_000)  # let every process build its items
+        started = time.perf_counter()
+        go.set()
+        done = result.get()
+        seconds = time.perf_counter() - started
+    manager.shutdown()
+    # CPU of the timed part only: building the items is not part of the ceiling.
+    return {"items": sum(n for n, _ in done), "seconds": seconds, "cpu_s": sum(c for _, c in done)}
+
+
+# -- raw parallel Scan -------------------------------------------------------------------------------------
+def _scanner(args: tuple[str, int, int]) -> int:
+    from ddbnb.wire import WireClient
+
+    table, segment, total = args
+    client, count, cursor = WireClient(), 0, None
+    while True:
+        payload: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": total}
+        if cursor:
+            payload["ExclusiveStartKey"] = cursor
+        page = client.call("Scan", payload)
+        count += len(page["Items"])
+        cursor = page.get("LastEvaluatedKey")
+        if not cursor:
+            return count
+
+
+def scan(table: str, segments: int, processes: int) -> dict[str, Any]:
+    """Parallel scan of the whole table, ``segments`` spread over ``processes``, items parsed from JSON."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        pool.map(int, range(processes))  # start the workers before the clock
+        started = time.perf_counter()
+        count = sum(pool.map(_scanner, [(table, s, segments) for s in range(segments)], chunksize=1))
+        seconds = time.perf_counter() - started
+    return {"items": count, "seconds": seconds}
+
+
+# -- ddbnb -------------------------------------------------------------------------------------------------
+def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0) -> dict[str, Any]:
+    """The migration through the public API, with the plan ddbnb chooses (unless told)."""
+    import ddbnb
+
+    plan = ddbnb.plan_migration(
+        table, "bench/transforms.py:set_flag", total_segments=segments, max_concurrency=processes
+    )
+    started = time.perf_counter()
+    summary = ddbnb.migrate(plan, execute=True, run_dir=tempfile.mkdtemp(prefix="bench-run-"), progress=False)
+    seconds = time.perf_counter() - started
+    assert summary is not None
+    return {
+        "items": summary["scanned"],
+        "seconds": seconds,
+        "written": summary["written"],
+        "segments": plan.total_segments,
+        "concurrency": plan.max_concurrency,
+    }
+
+
+# -- seed-style baseline -----------------------------------------------------------------------------------
+def _seed_segment(args: tuple[str, int, int]) -> int:
+    import boto3
+    from botocore.config import Config
+
+    table_name, segment, total = args
+    table = boto3.resource("dynamodb", config=Config(max_pool_connections=256)).Table(table_name)
+    kwargs: dict[str, Any] = {"Segment": segment, "TotalSegments": total}
+    count = 0
+    with ThreadPoolExecutor(256) as pool:
+        while True:
+            page = table.scan(**kwargs)
+            items = page["Items"]
+            for item in items:
+                item["flag"] = "seed"
+            list(pool.map(lambda it: table.put_item(Item=it), items))  # the whole page in flight at once
+            count += len(items)
+            if "LastEvaluatedKey" not in page:
+                return count
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]  # the seed forgot this line
+
+
+def seed_style(table: str, segments: int, processes: int) -> dict[str, Any]:
+    """The seed's algorithm: scan a page, then one PutItem per item, all in flight; segments in parallel."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        pool.map(int, range(processes))
+        started = time.perf_counter()
+        count = sum(pool.map(_seed_segment, [(table, s, segments) for s in range(segments)], chunksize=1))
+        seconds = time.perf_counter() - started
+    return {"items": count, "seconds": seconds}
+
+
+# -- awswrangler baseline ----------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    import numpy
+
+    if isinstance(value, numpy.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def awswrangler_migrate(table: str) -> dict[str, Any]:
+    """What a pandas user reaches for: read_items, set a column, put_df."""
+    import awswrangler as wr
+
+    started = time.perf_counter()
+    frame = wr.dynamodb.read_items(table_name=table, allow_full_scan=True)
+    frame["flag"] = "wrangler"
+    # The glue a pandas user has to add: read_items hands sets and lists back as numpy
+    # arrays, which put_df's serializer refuses. This table's sets are tags and ratings.
+    for column in frame.columns:
+        frame[column] = frame[column].map(_plain)
+    for column in ("tags", "ratings"):
+        frame[column] = frame[column].map(set)
+    wr.dynamodb.put_df(frame, table_name=table)
+    seconds = time.perf_counter() - started
+    return {"items": len(frame), "seconds": seconds}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", choices=["write", "scan", "ddbnb", "seed_style", "awswrangler"])
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--items", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=0, help="0: ddbnb chooses")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--segments", type=int, default=0, help="0: ddbnb chooses")
+    args = parser.parse_args(argv)
+    cpu_before = _cpu()
+    if args.case == "write":
+        result = write(args.table, args.items, args.processes, args.threads)
+    elif args.case == "scan":
+        result = scan(args.table, args.segments, args.processes)
+    elif args.case == "ddbnb":
+        result = ddbnb_migrate(
+            args.table, args.segments if args.segments != 4 else 0, args.processes if args.processes != 2 else 0
+        )
+    elif args.case == "seed_style":
+        result = seed_style(args.table, args.segments, args.processes)
+    else:
+        result = awswrangler_migrate(args.table)
+    result.setdefault("cpu_s", _cpu() - cpu_before)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,78 @@
+"""A DynamoDB client that speaks wire-format JSON directly.
+
+Only the standard library and boto3: this module ships inside the Lambda package.
+
+botocore validates, serializes and parses every attribute of every item by
+walking the service model, which costs about 0.4 ms of CPU per item and
+makes the client, not DynamoDB, the bottleneck of a migration. This client
+keeps everything else botocore does (credentials, signing, endpoints,
+retries, event hooks) but sends the request body ddbnb already built and
+hands back the response body as parsed JSON. Items stay in wire format, with
+binary values as base64 strings, exactly as DynamoDB's JSON protocol carries
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from ddbnb.clients import CONFIG, client
+
+#: botocore's own validation is skipped: ddbnb builds the bodies itself.
+WIRE_CONFIG = CONFIG.merge(Config(parameter_validation=False))
+
+_METHODS = {
+    "Scan": "scan",
+    "BatchWriteItem": "batch_write_item",
+    "PutItem": "put_item",
+    "DeleteItem": "delete_item",
+}
+
+
+class WireClient:
+    """Call DynamoDB operations with wire-format JSON payloads."""
+
+    def __init__(self, boto3_session: boto3.Session | None = None) -> None:
+        self.client = client("dynamodb", boto3_session, config=WIRE_CONFIG)
+        self._payload = threading.local()
+        events = self.client.meta.events
+        for operation in _METHODS:
+            # First, so hooks registered by users and tests see the real body.
+            events.register_first(f"before-call.dynamodb.{operation}", self._send_payload)
+            events.register(f"before-parse.dynamodb.{operation}", _keep_json)
+
+    @property
+    def exceptions(self) -> Any:
+        """The modeled exceptions of the underlying client."""
+        return self.client.exceptions
+
+    def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send ``payload`` as the body of ``operation``; return the response as JSON."""
+        self._payload.body = json.dumps(payload, separators=(",", ":")).encode()
+        # botocore still sees the table names, which endpoint rules may route on.
+        names: dict[str, Any]
+        if "RequestItems" in payload:
+            names = {"RequestItems": {table: [] for table in payload["RequestItems"]}}
+        else:
+            names = {"TableName": payload["TableName"]}
+        try:
+            response: dict[str, Any] = getattr(self.client, _METHODS[operation])(**names)
+        finally:
+            self._payload.body = None
+        return response
+
+    def _send_payload(self, params: dict[str, Any], **_: Any) -> None:
+        body = getattr(self._payload, "body", None)
+        if body is not None:
+            params["body"] = body
+
+
+def _keep_json(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
+    if response_dict.get("status_code", 500) < 300 and response_dict.get("body"):
+        customized_response_dict.update(json.loads(response_dict["body"]))
+        response_dict["body"] = b"{}"
