@@ -2,8 +2,9 @@
 
 from ddbnb.charts import plot_durations, plot_throughput, plot_timeline
 from ddbnb.demo import seed_demo_table
+from ddbnb.deploy import delete_stack, deploy_stack, stack_outputs
 from ddbnb.dryrun import DryRun, dry_run
-from ddbnb.migrate import migrate
+from ddbnb.migrate import migrate, redrive
 from ddbnb.plan import Plan, plan_migration
 from ddbnb.results import load_failures, load_results
 from ddbnb.segment import process_segment
@@ -13,6 +14,8 @@ from ddbnb.tables import describe_table
 __all__ = [
     "DryRun",
     "Plan",
+    "delete_stack",
+    "deploy_stack",
     "describe_table",
     "dry_run",
     "load_failures",
@@ -23,6 +26,8 @@ __all__ = [
     "plot_throughput",
     "plot_timeline",
     "process_segment",
+    "redrive",
     "sandbox",
     "seed_demo_table",
+    "stack_outputs",
 ]

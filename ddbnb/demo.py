@@ -131,7 +131,10 @@ def seed_demo_table(
 
 
 def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[str, Any]:
-    """Start the sandbox, seed the demo table, run notebooks 02, 03 and 04, then stop the sandbox."""
+    """Start the sandbox, seed the demo table, run notebooks 01 to 04, then stop the sandbox.
+
+    01 deploys the stack to the sandbox's moto server; 03 migrates with the local engine.
+    """
     import papermill
 
     root = project_root()
@@ -143,7 +146,8 @@ def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[s
     with sandbox() as running:
         print(f"sandbox: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}")
         seed_demo_table(DEMO_TABLE, items)
-        steps = [
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("01_deploy", {"stack_name": "ddbnb-demo", "table_name": DEMO_TABLE, "transform": transform}),
             ("02_dry_run", {"table_name": DEMO_TABLE, "transform": transform, "sample_size": 100}),
             ("03_migrate", {"table_name": DEMO_TABLE, "transform": transform, "execute": True}),
             ("04_results", {}),

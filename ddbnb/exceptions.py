@@ -148,3 +148,16 @@ class ServerDiedError(SandboxError):
             reason=reason,
             log_tail=log_tail,
         )
+
+
+class DeployError(DdbnbError):
+    """A CloudFormation deploy or delete failed."""
+
+    def __init__(self, stack_name: str, resource: str, status: str, reason: str) -> None:
+        super().__init__(
+            f"Stack {stack_name!r} failed: {resource} is {status}: {reason}",
+            stack_name=stack_name,
+            resource=resource,
+            status=status,
+            reason=reason,
+        )

@@ -11,7 +11,7 @@ from ddbnb.exceptions import InvalidParameterError
 
 MAX_TOTAL_SEGMENTS = 1_000_000
 WRITE_MODES = ("batch",)
-ENGINES = ("local",)
+ENGINES = ("local", "aws")
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:

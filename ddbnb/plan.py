@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 
 from ddbnb import params
+from ddbnb.exceptions import InvalidParameterError
 from ddbnb.tables import TableFacts, describe_table
 from ddbnb.transforms import load_transform
 
@@ -19,6 +20,8 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 #: down sharply as segments grow (bench: 8 segments of 12,500 items scan at 5,000
 #: items/s, 32 of 3,100 at 12,000), and small segments balance the pool better.
 SEGMENT_ITEMS = 3_000
+#: Children the aws engine runs at once unless told (Lambda allows 1,000 by default).
+AWS_CONCURRENCY = 500
 #: Local processes beyond this stop helping on one machine.
 MAX_LOCAL_CONCURRENCY = 8
 
@@ -35,6 +38,7 @@ class Plan:
     write_mode: str = "batch"
     rate_limit: float = 0.0
     destination: str | None = None
+    stack_name: str = ""
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,12 +85,14 @@ def plan_migration(
     max_concurrency: int = 0,
     write_mode: str = "batch",
     rate_limit: float = 0,
+    stack_name: str = "",
     boto3_session: boto3.Session | None = None,
 ) -> Plan:
     """Validate the parameters and plan a migration of ``table_name``.
 
     ``total_segments`` and ``max_concurrency`` of 0 are chosen from the table
-    size and the machine; the plan's ``reasons`` say how. Nothing is written.
+    size and the machine; the plan's ``reasons`` say how. The aws engine runs on
+    the stack ``stack_name`` that 01_deploy created. Nothing is written.
     """
     params.check_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)
@@ -96,11 +102,16 @@ def plan_migration(
     rate = params.check_rate("rate_limit", rate_limit)
     if destination_table_name:
         params.check_name("destination_table_name", destination_table_name)
+    if engine == "aws" and not stack_name:
+        raise InvalidParameterError("stack_name", stack_name, "the stack 01_deploy created, for engine='aws'")
     load_transform(transform)
     facts = describe_table(table_name, boto3_session)
     if destination_table_name:
         describe_table(destination_table_name, boto3_session)
     reasons: list[str] = []
+    if not max_concurrency and engine == "aws":
+        max_concurrency = AWS_CONCURRENCY
+        reasons.append(f"max_concurrency {max_concurrency}: within Lambda's default of 1,000 concurrent runs")
     if not max_concurrency:
         cpus = os.cpu_count() or 2
         max_concurrency = min(MAX_LOCAL_CONCURRENCY, 2 * cpus)
@@ -127,5 +138,6 @@ def plan_migration(
         write_mode=write_mode,
         rate_limit=rate,
         destination=destination_table_name or None,
+        stack_name=stack_name,
         reasons=reasons,
     )

@@ -136,15 +136,22 @@ def load_failures(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["segment", "key", "error"])
 
 
-def summarize(outcomes: Iterable[ChildOutcome], elapsed_s: float) -> dict[str, Any]:
-    """Total the counters over all segments, with elapsed time and items per second."""
-    outcomes = list(outcomes)
+def summarize(run_dir: str | Path, elapsed_s: float, expected_segments: int) -> dict[str, Any]:
+    """Total the counters in a run folder's result files (either engine).
+
+    Segments missing from the files (the engine never reported them) count as
+    failed, so a run can only be SUCCEEDED when every segment and item was.
+    """
+    entries = _read_entries(Path(run_dir))
     totals: dict[str, Any] = {name: 0 for name in COUNTERS}
-    for outcome in outcomes:
+    succeeded = 0
+    for entry in entries:
+        output = json.loads(entry["Output"]) if entry.get("Output") else {}
         for name in COUNTERS:
-            totals[name] += int((outcome.output or {}).get(name, 0))
-    totals["segments"] = len(outcomes)
-    totals["failed_segments"] = sum(1 for o in outcomes if o.status != "SUCCEEDED")
+            totals[name] += int(output.get(name, 0))
+        succeeded += entry["Status"] == "SUCCEEDED"
+    totals["segments"] = expected_segments
+    totals["failed_segments"] = expected_segments - succeeded
     totals["elapsed_s"] = round(elapsed_s, 3)
     totals["items_per_s"] = round(totals["scanned"] / elapsed_s, 1) if elapsed_s > 0 else 0.0
     ok = totals["failed"] == 0 and totals["failed_segments"] == 0

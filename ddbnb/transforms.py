@@ -35,7 +35,13 @@ def load_transform(spec: str) -> Transform:
     return func  # type: ignore[no-any-return]
 
 
+#: The Lambda source root of a checkout: ``module:function`` specs resolve there too.
+LAMBDA_ROOT = Path(__file__).resolve().parents[1] / "lambda"
+
+
 def _import(spec: str, module_name: str) -> Any:
+    if LAMBDA_ROOT.is_dir() and str(LAMBDA_ROOT) not in sys.path:
+        sys.path.append(str(LAMBDA_ROOT))
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -10,6 +10,7 @@ import nbformat
 import papermill
 import pytest
 
+import ddbnb
 from tests.conftest import scan_all, simple_item, spec
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -99,3 +100,13 @@ def test_results_notebook_without_run_dir_says_what_to_set(sandbox, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as info:
         run("04_results", tmp_path)
     assert "run_dir" in info.value.evalue
+
+
+def test_deploy_notebook_creates_the_stack_in_the_sandbox(make_table, tmp_path):
+    table = make_table([simple_item(1)])
+    deployed = run("01_deploy", tmp_path, stack_name="nb-deploy", table_name=table, transform=spec("bump"))
+    try:
+        text = text_of(deployed)
+        assert "StateMachineArn" in text and "nb-deploy-migration" in text and "ResultsBucketName" in text
+    finally:
+        ddbnb.delete_stack("nb-deploy", progress=False)

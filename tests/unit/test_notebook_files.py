@@ -10,6 +10,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 CONTRACT = {
+    "01_deploy": {"stack_name", "table_name", "transform", "destination_table_name", "lambda_memory_mb"},
     "02_dry_run": {"table_name", "transform", "sample_size", "run_dir"},
     "03_migrate": {
         "table_name",
@@ -20,6 +21,9 @@ CONTRACT = {
         "max_concurrency",
         "write_mode",
         "run_dir",
+        "stack_name",
+        "prewarm_write_units",
+        "prewarm_read_units",
     },
     "04_results": {"run_dir"},
 }
@@ -60,3 +64,12 @@ def test_notebooks_hold_calls_not_logic(path):
             assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While, ast.If, ast.Lambda)), (
                 f"{path.name}: move logic into ddbnb"
             )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_with_its_help(path):
+    from papermill import inspect_notebook
+
+    parameters = inspect_notebook(str(path))
+    assert set(parameters) == CONTRACT[path.stem]
+    assert all(p["help"] for p in parameters.values()), "each parameter line ends with '# help'"

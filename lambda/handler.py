@@ -1,0 +1,10 @@
+"""The Lambda entry point: one call into ddbnb."""
+
+from typing import Any
+
+from ddbnb.lambda_entry import handle
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Process one parallel-scan segment from the event's cursor."""
+    return handle(event, context)

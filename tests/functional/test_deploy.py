@@ -1,0 +1,97 @@
+"""Deploying the stack to the sandbox's moto server, through change sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ddbnb import delete_stack, deploy_stack
+from ddbnb.clients import client
+from ddbnb.exceptions import DeployError
+from tests.conftest import TRANSFORMS, simple_item
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def stack_name(request):
+    name = f"ddbnb-{request.node.name.replace('_', '-')[:40]}"
+    yield name
+    delete_stack(name, progress=False)
+
+
+def test_deploy_creates_the_stack_and_a_second_deploy_is_a_no_op(make_table, stack_name, capsys):
+    table = make_table([simple_item(1)])
+    outputs = deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False)
+    assert outputs["StateMachineArn"].endswith(f":stateMachine:{stack_name}-migration")
+    assert outputs["WorkerFunctionName"] == f"{stack_name}-worker"
+    assert outputs["Transform"] == "transforms.transforms:bump"
+    function = client("lambda").get_function(FunctionName=outputs["WorkerFunctionName"])["Configuration"]
+    assert (function["Timeout"], function["MemorySize"], function["Handler"]) == (900, 1024, "handler.handler")
+    machine = client("stepfunctions").describe_state_machine(stateMachineArn=outputs["StateMachineArn"])
+    assert machine["roleArn"].startswith("arn:aws:iam::")  # moto drops Definition objects: see test_state_machine
+    assert client("s3").head_bucket(Bucket=outputs["ResultsBucketName"])
+
+    again = deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False)
+    assert again == outputs
+    assert "no changes" in capsys.readouterr().out
+
+
+def test_a_new_transform_updates_the_function_code(make_table, stack_name, tmp_path):
+    table = make_table([simple_item(1)])
+    deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False)
+    changed = tmp_path / "transforms.py"
+    changed.write_text(TRANSFORMS.read_text() + "\n# a new version\n")
+    outputs = deploy_stack(stack_name, table, f"{changed}:bump", progress=False)
+    stack = client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    code_key = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}["CodeKey"]
+    assert outputs["WorkerFunctionName"] and code_key.startswith("ddbnb/lambda-")
+
+
+def test_a_failed_deploy_names_the_resource_and_reason(make_table, stack_name, session):
+    # moto creates every resource it is given, so the failure CloudFormation would report
+    # is injected into its answers: the stack rolls back because the function failed.
+    failed_event = {
+        "EventId": "e-failed",
+        "StackName": stack_name,
+        "LogicalResourceId": "WorkerFunction",
+        "ResourceType": "AWS::Lambda::Function",
+        "ResourceStatus": "CREATE_FAILED",
+        "ResourceStatusReason": "Resource handler returned message: Code storage limit exceeded",
+        "Timestamp": "2026-11-27T12:00:00Z",
+    }
+
+    def rolled_back(parsed, **_):
+        for stack in parsed.get("Stacks", []):
+            stack["StackStatus"] = "ROLLBACK_COMPLETE"
+
+    def with_failure(parsed, **_):
+        parsed["StackEvents"] = [
+            {
+                **failed_event,
+                "ResourceStatus": "ROLLBACK_COMPLETE",
+                "EventId": "e-last",
+                "LogicalResourceId": stack_name,
+            },
+            failed_event,
+            *parsed.get("StackEvents", []),
+        ]
+
+    executed = []
+    session.events.register("after-call.cloudformation.ExecuteChangeSet", lambda **_: executed.append(True))
+    session.events.register(
+        "after-call.cloudformation.DescribeStacks", lambda parsed, **kw: rolled_back(parsed) if executed else None
+    )
+    session.events.register("after-call.cloudformation.DescribeStackEvents", with_failure)
+    table = make_table([simple_item(1)])
+    with pytest.raises(DeployError) as info:
+        deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False, boto3_session=session)
+    assert (info.value.resource, info.value.status) == ("WorkerFunction", "CREATE_FAILED")
+    assert "Code storage limit exceeded" in str(info.value) and stack_name in str(info.value)
+
+
+def test_bad_parameters_are_refused_before_anything_is_deployed(sandbox):
+    with pytest.raises(Exception, match="lambda_memory_mb"):
+        deploy_stack("s", "table", f"{TRANSFORMS}:bump", lambda_memory_mb=64, progress=False)

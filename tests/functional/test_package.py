@@ -1,0 +1,79 @@
+"""The Lambda package: deterministic, self-contained, and runnable with only the standard library and boto3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ddbnb.exceptions import TransformLoadError
+from ddbnb.package import build_lambda_package
+from tests.conftest import scan_all, simple_item, spec
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCKED = ["pandas", "matplotlib", "tqdm", "papermill", "IPython", "ipykernel", "jupyter", "nbformat", "numpy"]
+
+
+def test_the_build_is_deterministic_and_keyed_by_content(tmp_path):
+    first, second = build_lambda_package(spec("bump")), build_lambda_package(spec("bump"))
+    assert first.data == second.data and first.key == second.key
+    changed = tmp_path / "transforms.py"
+    changed.write_text((ROOT / "tests/fixtures/transforms.py").read_text() + "\n# changed\n")
+    assert build_lambda_package(f"{changed}:bump").key != first.key
+    names = zipfile.ZipFile(__import__("io").BytesIO(first.data)).namelist()
+    assert names == sorted(names)
+    assert "handler.py" in names and "ddbnb/segment.py" in names and "transforms/transforms.py" in names
+    assert "ddbnb/dryrun.py" not in names and "ddbnb/charts.py" not in names
+
+
+def test_a_module_transform_is_packaged_with_its_package():
+    package = build_lambda_package("transforms.demo:upgrade_order")
+    names = zipfile.ZipFile(__import__("io").BytesIO(package.data)).namelist()
+    assert {"transforms/__init__.py", "transforms/demo.py"} <= set(names)
+    assert package.transform == "transforms.demo:upgrade_order"
+
+
+def test_a_transform_outside_lambda_must_be_named_by_path():
+    with pytest.raises(TransformLoadError, match="file path"):
+        build_lambda_package("tests.fixtures.transforms:bump")
+
+
+def test_the_unpacked_handler_migrates_a_segment_without_pandas_or_jupyter(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i, pad=100) for i in range(120)])
+    package = build_lambda_package(spec("bump"))
+    zipfile.ZipFile(__import__("io").BytesIO(package.data)).extractall(tmp_path / "task")
+    script = textwrap.dedent(f"""
+        import importlib.abc, json, sys, time
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in {BLOCKED!r}:
+                    raise ImportError("not in the Lambda runtime: " + name)
+        sys.meta_path.insert(0, Block())
+        import ddbnb, handler
+        assert ddbnb.__file__.startswith({str(tmp_path)!r}), ddbnb.__file__
+        class Context:
+            def get_remaining_time_in_millis(self):
+                return 60_000
+        event = {{"table": {table!r}, "segment": 0, "total_segments": 1, "transform": {package.transform!r},
+                 "write_mode": "batch", "rate_limit": 0}}
+        print(json.dumps(handler.handler(event, Context())))
+    """)
+    site = sysconfig.get_paths()["purelib"]
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path / "task",
+        env={**os.environ, "PYTHONPATH": f"{tmp_path / 'task'}{os.pathsep}{site}"},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["scanned"], result["written"], result["cursor"]) == (120, 120, None)
+    assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}

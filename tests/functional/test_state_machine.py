@@ -1,0 +1,176 @@
+"""The template's real state machine definition, executed by moto's Step Functions interpreter.
+
+moto workarounds, all in this file (see shared/DESIGN.md):
+- moto runs state machines only with the `execute_state_machine` config, set over /moto-api/config.
+- A state machine created through CloudFormation is invisible to the executing backend, and moto
+  ignores `Definition` objects: the test creates the machine from the template's Definition itself,
+  with the DefinitionSubstitutions applied.
+- moto's Lambda runs no code without Docker: its simple backend's `invoke` is patched, in this process,
+  to run the real handler (`lambda/handler.py` through ddbnb.lambda_entry) against DynamoDB Local. That
+  is why this test starts its own in-process ThreadedMotoServer instead of the sandbox's.
+- moto's interpreter sends the `aws-sdk:dynamodb:*` tasks to moto's own DynamoDB, not to DynamoDB Local:
+  the table is created in both, moto's copy provisioned, so the pre-warm and restore branches run.
+- The interpreter calls other services on 127.0.0.1:$MOTO_PORT, so MOTO_PORT is set to this server's port.
+- ResultWriter writes only an empty manifest.json, so results files are tested elsewhere
+  (tests/unit/test_results_loader.py, on files shaped as AWS documents them).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import decode
+
+from ddbnb import engine_aws, lambda_entry
+from tests.conftest import scan_all, simple_item
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "migration.yaml"
+REGION = "us-east-1"
+
+
+class Context:
+    """The Lambda context the handler reads its deadline from."""
+
+    def __init__(self, millis: int) -> None:
+        self.millis = millis
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.millis
+
+
+@pytest.fixture
+def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.server import ThreadedMotoServer
+
+    calls: list[dict[str, Any]] = []
+    behaviour: dict[str, Any] = {"millis": 60_000, "fail_segment": None}
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        event = json.loads(body)
+        calls.append(event)
+        if event["segment"] == behaviour["fail_segment"]:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": "RuntimeError", "errorMessage": "worker crashed"}).encode()
+        return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
+
+    monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    port = server.get_host_and_port()[1]
+    monkeypatch.setenv("MOTO_PORT", str(port))
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)  # everything but DynamoDB (still DynamoDB Local) goes here
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()  # global state
+    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    request = urllib.request.Request(f"{url}/moto-api/config", data=json.dumps(config).encode(), method="POST")
+    urllib.request.urlopen(request).close()
+    session = boto3.Session(region_name=REGION)
+
+    def moto_client(service: str) -> Any:
+        return session.client(service, endpoint_url=url)
+
+    yield {"url": url, "client": moto_client, "calls": calls, "behaviour": behaviour}
+    server.stop()
+
+
+def create_stack_resources(moto: dict[str, Any], table: str) -> dict[str, str]:
+    """What the stack holds, made directly in moto: the bucket, the worker, the state machine."""
+    s3, lam, sfn, iam = (moto["client"](s) for s in ("s3", "lambda", "stepfunctions", "iam"))
+    s3.create_bucket(Bucket="results")
+    role = iam.create_role(RoleName="ddbnb", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    function = lam.create_function(
+        FunctionName="worker",
+        Runtime="python3.13",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        Timeout=900,
+    )["FunctionArn"]
+    parsed, errors = decode(str(TEMPLATE))
+    assert not errors
+    machine = parsed["Resources"]["StateMachine"]["Properties"]
+    definition = json.dumps(machine["Definition"])
+    for name, value in {"WorkerFunctionArn": function, "ResultsBucket": "results"}.items():
+        definition = definition.replace("${" + name + "}", value)
+    arn = sfn.create_state_machine(name="migration", definition=definition, roleArn=role, type="STANDARD")
+    moto["client"]("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+    )
+    return {"StateMachineArn": arn["stateMachineArn"], "ResultsBucketName": "results"}
+
+
+def run(
+    moto: dict[str, Any], outputs: dict[str, str], events: list[dict[str, Any]], name: str, run_dir: Path
+) -> dict[str, Any]:
+    """Start a pre-warmed run the way the aws engine does, follow it, and fetch its results."""
+    prewarm = {"read_units": 50, "write_units": 60}
+    arn = engine_aws.start_run(events, outputs, name, max_concurrency=2, prewarm=prewarm, table_poll_s=1)
+    described = engine_aws.wait_run(arn, len(events), poll_s=0.5, progress=False)
+    sfn = moto["client"]("stepfunctions")
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    described["states"] = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    described["fetched"] = sorted(p.name for p in engine_aws.fetch_results(outputs, arn, run_dir))
+    return described
+
+
+def capacity(moto: dict[str, Any], table: str) -> tuple[int, int]:
+    """The (read, write) capacity of moto's copy of the table."""
+    throughput = moto["client"]("dynamodb").describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+    return throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]
+
+
+def events_for(table: str, total: int, transform: str = "tests.fixtures.transforms:bump") -> list[dict[str, Any]]:
+    return [
+        {
+            "table": table,
+            "destination": None,
+            "segment": s,
+            "total_segments": total,
+            "transform": transform,
+            "write_mode": "batch",
+            "rate_limit": 0,
+        }
+        for s in range(total)
+    ]
+
+
+def test_every_item_is_transformed_and_capacity_restored(moto, make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i, pad=4000) for i in range(1200)])  # about 2.4 MB a segment: 3 pages
+    outputs = create_stack_resources(moto, table)
+    moto["behaviour"]["millis"] = 0  # a tiny deadline: one page per invocation
+    described = run(moto, outputs, events_for(table, 2), "run-1", tmp_path)
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}
+    per_segment = [sum(1 for c in moto["calls"] if c["segment"] == s) for s in range(2)]
+    assert min(per_segment) >= 3  # the child loops while the result carries a cursor
+    assert all(c["totals"]["segment"] == c["segment"] for c in moto["calls"] if c.get("cursor"))
+    assert described["states"][:4] == ["DescribeTable", "PrewarmWanted", "BillingMode", "RaiseProvisioned"]
+    assert described["states"][-2:] == ["RestoreCapacity", "Done"]
+    assert capacity(moto, table) == (5, 5)  # restored
+    assert described["fetched"] == ["manifest.json"]  # moto's ResultWriter writes nothing else
+
+
+def test_a_failing_worker_still_restores_capacity(moto, make_table, tmp_path):
+    table = make_table([simple_item(i) for i in range(300)])
+    outputs = create_stack_resources(moto, table)
+    moto["behaviour"]["fail_segment"] = 1
+    described = run(moto, outputs, events_for(table, 3), "run-2", tmp_path)
+    assert "RaiseProvisioned" in described["states"]
+    # moto does not fail a DISTRIBUTED map for a failed child, so it takes the success path;
+    # AWS (ToleratedFailurePercentage 0) takes the Catch path. Both end by restoring capacity.
+    assert described["states"][-2] in ("RestoreCapacity", "RestoreCapacityAfterFailure")
+    assert capacity(moto, table) == (5, 5)  # restored
+    assert any(c["segment"] == 1 for c in moto["calls"])

@@ -1,0 +1,77 @@
+"""The CloudFormation template: cfn-lint clean, least privilege, and the safety defaults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "migration.yaml"
+CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    parsed, errors = decode(str(TEMPLATE))
+    assert not errors
+    return parsed
+
+
+def resources(template: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r["Properties"] for r in template["Resources"].values() if r["Type"] == kind]
+
+
+def test_cfn_lint_reports_nothing():
+    done = subprocess.run([CFN_LINT, str(TEMPLATE)], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_cfn_lint_checks_the_state_machine_definition(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE.read_text().replace('"Type": "Choice",', '"Type": "Chioce",', 1))
+    done = subprocess.run([CFN_LINT, str(broken)], capture_output=True, text=True)
+    assert done.returncode != 0 and "E3601" in done.stdout
+
+
+def test_no_iam_statement_allows_every_resource(template):
+    for role in resources(template, "AWS::IAM::Role"):
+        for policy in role.get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                assert statement["Resource"] != "*", statement
+
+
+def test_the_results_bucket_is_encrypted_private_tls_only_and_expires(template):
+    (bucket,) = resources(template, "AWS::S3::Bucket")
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["LifecycleConfiguration"]["Rules"][0]["Status"] == "Enabled"
+    (policy,) = resources(template, "AWS::S3::BucketPolicy")
+    (deny,) = policy["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_state_machine_fans_out_standard_children_from_s3(template):
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine")
+    assert machine["StateMachineType"] == "STANDARD"
+    definition = json.loads(json.dumps(machine["Definition"]))
+    migrate = definition["States"]["Migrate"]
+    assert migrate["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert migrate["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert "ResultWriter" in migrate and "MaxConcurrencyPath" in migrate
+    assert migrate["Catch"][0]["Next"] == "RestoreAfterFailure"
+    child = migrate["ItemProcessor"]["States"]
+    assert child["MorePages"]["Choices"][0]["Next"] == "NextInvocation"
+    assert child["NextInvocation"]["Next"] == "Process"
+    for name in ("WarmOnDemand", "RaiseProvisioned", "TableStatus"):
+        assert definition["States"][name]["Catch"][0]["Next"] == "RestoreAfterFailure"
+
+
+def test_the_worker_gets_lambdas_full_timeout_by_default(template):
+    assert template["Parameters"]["LambdaTimeoutSeconds"]["Default"] == 900
+    (function,) = resources(template, "AWS::Lambda::Function")
+    assert function["Runtime"].startswith("python3.1")
