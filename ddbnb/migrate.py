@@ -143,6 +143,10 @@ def _run_aws(
         boto3_session=boto3_session,
     )
     print(f"started {arn}")
+    # Written now, so ddbnb.redrive(run_dir) works whatever happens next.
+    (folder / "summary.json").write_text(
+        json.dumps({"execution_arn": arn, "total_segments": plan.total_segments, "status": "RUNNING"})
+    )
     described = wait_run(arn, plan.total_segments, progress=progress, boto3_session=boto3_session)
     fetch_results(outputs, arn, folder, boto3_session)
     if described["status"] != "SUCCEEDED":

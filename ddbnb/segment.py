@@ -20,6 +20,7 @@ result as ``totals`` and its ``cursor``: counts accumulate across calls.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,11 @@ from ddbnb.writes import BATCH_SIZE, Backoff, RateLimiter, Request, WriteOutcome
 
 #: At most this many failures are listed per segment; the ``failed`` count is exact.
 MAX_FAILURES = 100
+#: ...and they take at most this many bytes of JSON, so a result stays far below
+#: Step Functions' 256 KiB state limit even with 2 KB keys.
+MAX_FAILURE_BYTES = 64 * 1024
+#: Longer error messages are cut to this many characters.
+MAX_ERROR_CHARS = 400
 #: Concurrent BatchWriteItem calls per worker.
 WRITE_THREADS = 4
 
@@ -97,8 +103,13 @@ class _Segment:
 
     def fail(self, key: Mapping[str, Any], error: str) -> None:
         self.result["failed"] += 1
-        if len(self.result["failures"]) < MAX_FAILURES:
-            self.result["failures"].append({"key": format_key(key), "error": error})
+        failures = self.result["failures"]
+        if len(failures) >= MAX_FAILURES:
+            return
+        entry = {"key": format_key(key), "error": error[:MAX_ERROR_CHARS]}
+        size = len(json.dumps(entry, default=str))
+        if sum(len(json.dumps(f, default=str)) for f in failures) + size <= MAX_FAILURE_BYTES:
+            failures.append(entry)
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
         """Scan one page of the segment from ``cursor`` (counted once it is used)."""

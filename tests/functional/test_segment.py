@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -169,3 +170,12 @@ def test_an_item_over_400_kb_fails_alone_with_its_key(make_table, dynamodb):
     assert "size" in result["failures"][0]["error"].lower()
     items = scan_all(dynamodb, table)
     assert sum(1 for item in items.values() if item.get("blob") == "x" * 10) == 39
+
+
+def test_failures_stay_small_enough_for_a_step_functions_state(make_table):
+    long_keys = [{**simple_item(i, "raise"), "sk": {"S": f"{i:04d}" + "k" * 1000}} for i in range(120)]
+    table = make_table(long_keys)
+    result = process_segment(event(table, spec("by_kind")))
+    assert result["failed"] == 120
+    assert 0 < len(result["failures"]) < 100
+    assert len(json.dumps(result)) < 80 * 1024
