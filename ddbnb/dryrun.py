@@ -1,4 +1,10 @@
-"""Dry run: apply the transform to a sample in memory and show what would change."""
+"""Dry run: apply the transform to a sample in memory and show every consequence first.
+
+Nothing is written. The report holds the before/after differences, a finding
+for each item the run would fail or handle badly (with the item's key and the
+fix), the plan the run would follow, an estimate of units, time and cost, and
+a verdict.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +19,37 @@ import boto3
 from ddbnb import params
 from ddbnb.clients import client
 from ddbnb.diff import diff_items
-from ddbnb.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
-from ddbnb.items import format_key, matches
+from ddbnb.estimate import Estimate, estimate
+from ddbnb.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
+from ddbnb.items import deserialize, format_key, item_size, matches
+from ddbnb.plan import Plan, plan_migration
 from ddbnb.sample import sample_items
-from ddbnb.tables import describe_table
-from ddbnb.transforms import load_transform
+from ddbnb.transforms import Transform, load_transform
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pandas.io.formats.style import Styler
+
+#: Items this close to the 400 KB limit are flagged: a little growth and they fail.
+NEAR_LIMIT_BYTES = int(MAX_ITEM_BYTES * 0.9)
+#: Findings that make a run unsafe; the others are warnings.
+BLOCKING = ("raised", "key_changed", "too_large", "invalid_type")
+FIXES = {
+    "raised": "handle this item in the transform, or return it unchanged",
+    "key_changed": "keep key attributes as they are, or pass destination_table_name to copy into a re-keyed table",
+    "too_large": "make the item smaller: DynamoDB refuses items over 400 KB",
+    "invalid_type": "return types DynamoDB stores (Decimal, not float; no empty sets)",
+    "near_limit": "the item is within 10% of DynamoDB's 400 KB limit; later growth will fail",
+    "not_idempotent": "running the transform on its own result changes it again (a timestamp from now()?): "
+    "retries and re-runs will rewrite such items",
+}
+_COLORS = {
+    "added": "#e6f4ea",
+    "removed": "#fce8e6",
+    "changed": "#fef7e0",
+    "type_changed": "#f3e8fd",
+    "deleted": "#fce8e6",
+}
 
 
 def _show(value: Any) -> str:
@@ -35,6 +64,9 @@ class DryRun:
     table: str
     transform: str
     counts: dict[str, int]
+    plan: Plan
+    estimate: Estimate
+    items_read: int
     changes: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
 
@@ -43,11 +75,34 @@ class DryRun:
         """Items in the sample."""
         return sum(self.counts.values())
 
+    @property
+    def safe(self) -> bool:
+        """True when no sampled item would fail."""
+        return not any(f["rule"] in BLOCKING for f in self.findings)
+
+    @property
+    def verdict(self) -> str:
+        """One line: safe to run or not, and the warnings."""
+        by_rule = Counter(f["rule"] for f in self.findings)
+        problems = ", ".join(f"{n} {rule}" for rule, n in by_rule.items())
+        if not self.safe:
+            return f"NOT SAFE to run: {problems} in the sample. Fix the transform, then dry-run again."
+        if problems:
+            return f"Safe to run, with warnings: {problems}."
+        return "Safe to run: every sampled item was transformed cleanly."
+
     def diffs(self) -> pd.DataFrame:
         """One row per changed attribute: key, path, change, before, after."""
         import pandas as pd
 
         return pd.DataFrame(self.changes, columns=["key", "path", "change", "before", "after"])
+
+    def styled(self, rows: int = 50) -> Styler:
+        """The first ``rows`` differences, coloured by kind of change, for Lab."""
+        frame = self.diffs().head(rows)
+        return frame.style.apply(
+            lambda row: [f"background-color: {_COLORS.get(row['change'], 'white')}"] * len(row), axis=1
+        )
 
     def summary(self) -> pd.DataFrame:
         """Counts of changes per attribute path and kind of change."""
@@ -56,32 +111,66 @@ class DryRun:
             return frame
         return frame.groupby(["path", "change"]).size().rename("items").reset_index()
 
+    def findings_frame(self) -> pd.DataFrame:
+        """The findings as a DataFrame: key, rule, message."""
+        import pandas as pd
+
+        rows = [{**f, "key": json.dumps(f["key"])} for f in self.findings]
+        return pd.DataFrame(rows, columns=["key", "rule", "message"])
+
     def __str__(self) -> str:
         shares = (
-            ", ".join(f"{name} {count} ({count / self.sampled:.0%})" for name, count in self.counts.items() if count)
+            ", ".join(f"{name} {n} ({n / self.sampled:.0%})" for name, n in self.counts.items() if n)
             if self.sampled
             else "the table is empty"
         )
-        lines = [f"Dry run of {self.transform} on {self.sampled} sampled item(s) of {self.table!r}: {shares}"]
-        lines += [f"  ! {f['rule']} {json.dumps(f['key'])}: {f['message']}" for f in self.findings[:20]]
+        lines = [
+            f"Dry run of {self.transform} on {self.sampled} sampled item(s) of {self.table!r} "
+            f"({self.items_read} read): {shares}",
+            *[f"  ! {f['rule']} {json.dumps(f['key'])}: {f['message']}" for f in self.findings[:20]],
+        ]
         if len(self.findings) > 20:
             lines.append(f"  ... and {len(self.findings) - 20} more findings in dry_run.json")
-        lines.append("Nothing was written to the table.")
+        lines += [str(self.plan), str(self.estimate), self.verdict, "Nothing was written to the table."]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write dry_run.json, diffs.csv and diffs.json into ``run_dir``."""
+        """Write dry_run.json (findings, plan, estimate, ...), diffs.csv and diffs.json into ``run_dir``."""
         folder = Path(run_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        report = {"table": self.table, "transform": self.transform, "counts": self.counts, "findings": self.findings}
+        report = {
+            "findings": self.findings,
+            "plan": self.plan.to_dict(),
+            "estimate": self.estimate.to_dict(),
+            "table": self.table,
+            "transform": self.transform,
+            "counts": self.counts,
+            "items_read": self.items_read,
+            "safe": self.safe,
+            "verdict": self.verdict,
+        }
         (folder / "dry_run.json").write_text(json.dumps(report, indent=1, default=str))
         frame = self.diffs()
         frame.to_csv(folder / "diffs.csv", index=False)
         frame.to_json(folder / "diffs.json", orient="records", indent=1, default_handler=str)
         return folder / "dry_run.json"
+
+
+def _finding(key: dict[str, Any], rule: str, detail: str) -> dict[str, Any]:
+    return {"key": key, "rule": rule, "message": f"{detail}: {FIXES[rule]}" if detail else FIXES[rule]}
+
+
+def _idempotent(func: Transform, verdict: Verdict) -> bool:
+    """Whether the transform leaves its own result as it is."""
+    assert verdict.wire is not None
+    try:
+        again = func(deserialize(verdict.wire))
+    except Exception:
+        return False
+    return again is not None and matches(again, verdict.wire)
 
 
 def dry_run(
@@ -92,46 +181,93 @@ def dry_run(
     run_dir: str | Path = "",
     seed: int = 0,
     destination_table_name: str | None = None,
+    engine: str = "local",
+    stack_name: str = "",
     boto3_session: boto3.Session | None = None,
 ) -> DryRun:
-    """Sample ``table_name``, apply ``transform`` in memory and report the differences.
+    """Sample ``table_name`` across its key space, apply ``transform`` in memory, and report.
 
-    Nothing is written to any table. When ``run_dir`` is given, the report is
-    saved there (dry_run.json, diffs.csv, diffs.json).
+    Nothing is written to any table. The same ``seed`` gives the same sample.
+    When ``run_dir`` is given, the report is saved there (dry_run.json, diffs.csv,
+    diffs.json).
     """
     params.check_int("sample_size", sample_size, 1, 1_000_000)
-    func = load_transform(transform)
-    facts = describe_table(table_name, boto3_session)
-    dynamodb = client("dynamodb", boto3_session)
+    params.check_int("seed", seed, 0)
+    plan = plan_migration(
+        table_name,
+        transform,
+        destination_table_name=destination_table_name,
+        engine=engine,
+        stack_name=stack_name,
+        boto3_session=boto3_session,
+    )
+    facts, func = plan.table, load_transform(transform)
+    stats: dict[str, int] = {}
     items = sample_items(
-        dynamodb, table_name, sample_size, item_count=facts.item_count, key_names=facts.key_names, seed=seed
+        client("dynamodb", boto3_session),
+        table_name,
+        sample_size,
+        item_count=facts.item_count,
+        key_names=facts.key_names,
+        seed=seed,
+        stats=stats,
     )
     counts: Counter[str] = Counter({"changed": 0, "unchanged": 0, "deleted": 0, "failed": 0})
-    report = DryRun(table_name, transform, {})
+    changes: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
+    read_bytes = written_bytes = 0
     for raw in items:
         verdict = evaluate(func, raw, facts.key_names, in_place=not destination_table_name)
         key = format_key({name: verdict.before[name] for name in facts.key_names})
+        read_bytes += item_size(raw)
         if verdict.action == FAILED:
             counts["failed"] += 1
-            report.findings.append({"key": key, "rule": verdict.rule, "message": verdict.message})
+            findings.append(_finding(key, verdict.rule, verdict.message))
         elif verdict.action == DELETE:
             counts["deleted"] += 1
-            report.changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})
+            changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})
         elif verdict.action == UNCHANGED or (verdict.action == PUT and matches(verdict.after, verdict.raw)):
             counts["unchanged"] += 1
         else:
             counts["changed"] += 1
-            for change in diff_items(verdict.before, verdict.after):
-                report.changes.append(
-                    {
-                        "key": json.dumps(key),
-                        "path": change.path,
-                        "change": change.change,
-                        "before": _show(change.before),
-                        "after": _show(change.after),
-                    }
-                )
-    report.counts = dict(counts)
+            assert verdict.wire is not None
+            size = item_size(verdict.wire)
+            written_bytes += size
+            if size > NEAR_LIMIT_BYTES:
+                findings.append(_finding(key, "near_limit", f"{size:,} bytes"))
+            if not _idempotent(func, verdict):
+                findings.append(_finding(key, "not_idempotent", ""))
+            changes.extend(
+                {
+                    "key": json.dumps(key),
+                    "path": c.path,
+                    "change": c.change,
+                    "before": _show(c.before),
+                    "after": _show(c.after),
+                }
+                for c in diff_items(verdict.before, verdict.after)
+            )
+    sampled = max(len(items), 1)
+    written = counts["changed"] + counts["deleted"]
+    report = DryRun(
+        table=table_name,
+        transform=transform,
+        counts=dict(counts),
+        plan=plan,
+        estimate=estimate(
+            item_count=facts.item_count,
+            average_item_bytes=read_bytes / sampled,
+            written_share=written / sampled,
+            average_written_bytes=written_bytes / max(counts["changed"], 1),
+            billing_mode=facts.billing_mode,
+            read_capacity=facts.read_capacity,
+            write_capacity=facts.write_capacity,
+            total_segments=plan.total_segments,
+        ),
+        items_read=stats["items_read"],
+        changes=changes,
+        findings=findings,
+    )
     if run_dir:
         report.save(run_dir)
     return report

@@ -112,7 +112,7 @@ class _Segment:
             failures.append(entry)
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
-        """Scan one page of the segment from ``cursor`` (counted once it is used)."""
+        """Scan one page from ``cursor``; its read units count now, its items once it is processed."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "Segment": self.event["segment"],

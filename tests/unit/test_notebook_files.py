@@ -11,7 +11,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 CONTRACT = {
     "01_deploy": {"stack_name", "table_name", "transform", "destination_table_name", "lambda_memory_mb"},
-    "02_dry_run": {"table_name", "transform", "sample_size", "run_dir"},
+    "02_dry_run": {"table_name", "transform", "sample_size", "run_dir", "seed"},
     "03_migrate": {
         "table_name",
         "transform",

@@ -1,0 +1,72 @@
+"""The dry run: findings for every rule, spread and cost of the sample, plan, estimate, verdict."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import ddbnb
+from tests.conftest import scan_all, simple_item, spec
+
+RULES = {
+    "raise": "raised",
+    "rekey": "key_changed",
+    "huge": "too_large",
+    "near": "near_limit",
+    "float": "invalid_type",
+    "clock": "not_idempotent",
+}
+
+
+def test_each_rule_is_found_with_the_item_key_and_the_fix(make_table, dynamodb, tmp_path):
+    kinds = [*RULES, "delete", "keep", "keep"]
+    table = make_table([simple_item(i, kind) for i, kind in enumerate(kinds)])
+    before = scan_all(dynamodb, table)
+    report = ddbnb.dry_run(table, spec("break_rules"), 50, run_dir=tmp_path)
+    assert scan_all(dynamodb, table) == before  # nothing written
+    found = {f["rule"]: f for f in report.findings}
+    assert set(found) == set(RULES.values())
+    for i, kind in enumerate(kinds[: len(RULES)]):
+        finding = found[RULES[kind]]
+        assert finding["key"] == {"pk": f"p{i % 17:02d}", "sk": f"s{i:06d}"}
+        assert finding["message"]
+    assert "destination_table_name" in found["key_changed"]["message"]
+    assert "Decimal" in found["invalid_type"]["message"]
+    assert "re-runs" in found["not_idempotent"]["message"]
+    assert report.counts == {"changed": 4, "unchanged": 0, "deleted": 1, "failed": 4}
+    assert not report.safe and report.verdict.startswith("NOT SAFE")
+    saved = json.loads((tmp_path / "dry_run.json").read_text())
+    assert {"findings", "plan", "estimate"} <= set(saved)
+    assert {f["rule"] for f in saved["findings"]} == set(RULES.values())
+
+
+def test_a_clean_transform_is_safe_with_plan_and_estimate(make_table):
+    table = make_table([simple_item(i, "change", pad=900) for i in range(300)])
+    report = ddbnb.dry_run(table, spec("set_flag"), 100)
+    assert report.safe and report.verdict.startswith("Safe to run")
+    assert report.counts == {"changed": 100, "unchanged": 0, "deleted": 0, "failed": 0}
+    assert report.plan.total_segments >= 1 and report.plan.table.name == table
+    estimate = report.estimate
+    assert estimate.items == 300 and estimate.changed_share == 1.0
+    assert estimate.write_units == 300  # about 1 KB each: one unit per item
+    assert 0 < estimate.read_units < 300 and estimate.on_demand_cost > 0 and estimate.state_transitions > 0
+    assert "2025, us-east-1" in str(report)
+    assert set(report.summary()["path"]) == {"flag"}
+    assert "background-color: #e6f4ea" in report.styled().to_html()  # "added" rows are green
+
+
+def test_the_sample_is_spread_reproducible_and_cheap(make_table, dynamodb):
+    table = make_table([{**simple_item(i), "pk": {"S": f"user{i:05d}"}} for i in range(4000)])
+    first = ddbnb.dry_run(table, spec("set_flag"), 100, seed=7)
+    again = ddbnb.dry_run(table, spec("set_flag"), 100, seed=7)
+    other = ddbnb.dry_run(table, spec("set_flag"), 100, seed=8)
+    keys = [c["key"] for c in first.changes]
+    assert keys == [c["key"] for c in again.changes]
+    assert keys != [c["key"] for c in other.changes]
+    assert first.sampled == 100
+    assert first.items_read <= 3 * 100
+    # Where the sampled items sit in the table's scan order: all over it, not one run of neighbours.
+    order = {json.dumps({"pk": pk, "sk": sk}): n for n, (pk, sk) in enumerate(scan_all(dynamodb, table))}
+    positions = sorted(order[key] for key in keys)
+    assert len({p * 10 // 4000 for p in positions}) >= 8  # most tenths of the table
+    assert max(b - a for a, b in itertools.pairwise(positions)) < 4000 / 4
