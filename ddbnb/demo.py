@@ -146,11 +146,12 @@ def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[s
     with sandbox() as running:
         print(f"sandbox: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}")
         seed_demo_table(DEMO_TABLE, items)
+        out = str(run_dir)
         steps: list[tuple[str, dict[str, Any]]] = [
             ("01_deploy", {"stack_name": "ddbnb-demo", "table_name": DEMO_TABLE, "transform": transform}),
-            ("02_dry_run", {"table_name": DEMO_TABLE, "transform": transform, "sample_size": 100}),
-            ("03_migrate", {"table_name": DEMO_TABLE, "transform": transform, "execute": True}),
-            ("04_results", {}),
+            ("02_dry_run", {"table_name": DEMO_TABLE, "transform": transform, "sample_size": 100, "run_dir": out}),
+            ("03_migrate", {"table_name": DEMO_TABLE, "transform": transform, "execute": True, "run_dir": out}),
+            ("04_results", {"run_dir": out}),
         ]
         for name, parameters in steps:
             started = time.monotonic()
@@ -159,7 +160,7 @@ def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[s
                 papermill.execute_notebook(
                     notebooks / f"{name}.ipynb",
                     run_dir / f"{name}.ipynb",
-                    parameters={**parameters, "run_dir": str(run_dir)},
+                    parameters=parameters,
                     kernel_name="python3",
                     cwd=str(notebooks),
                     progress_bar=False,

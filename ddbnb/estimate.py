@@ -54,7 +54,8 @@ class Estimate:
             f"Estimate for ~{self.items:,} items ({self.changed_share:.0%} written): "
             f"{self.read_units:,.0f} read units, {self.write_units:,.0f} write units, "
             f"~{self.duration_s / 60:,.1f} min at {self.write_rate:,.0f} write units/s; "
-            f"cost ${self.on_demand_cost:,.2f} on demand or ${self.provisioned_cost:,.2f} provisioned for that time; "
+            f"cost ${self.on_demand_cost:,.2f} on demand, or ${self.provisioned_cost:,.2f} for provisioned "
+            f"capacity at that rate (billed by the hour); "
             f"aws engine adds {self.lambda_gb_seconds:,.0f} Lambda GB-s and {self.state_transitions:,} "
             f"state transitions (${self.aws_engine_cost:,.2f}). Prices: {self.prices}."
         )
