@@ -115,14 +115,17 @@ def wait_run(
             while True:
                 described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
                 counts = _map_counts(sfn, execution_arn)
-                done = counts.get("succeeded", 0) + counts.get("failed", 0) + counts.get("aborted", 0)
+                done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
                 bar.update(max(0, done - bar.n))
                 bar.set_postfix(status=described["status"], failed=counts.get("failed", 0))
                 if described["status"] not in _RUNNING:
                     return described
                 time.sleep(poll_s)
         except KeyboardInterrupt:
-            answer = input(f"\nStop execution {execution_arn}? [y/N] ").strip().lower()
+            try:
+                answer = input(f"\nStop execution {execution_arn}? [y/N] ").strip().lower()
+            except Exception:  # no stdin (headless papermill): leave the execution running
+                answer = ""
             if answer == "y":
                 sfn.stop_execution(executionArn=execution_arn, cause="stopped from ddbnb")
                 print("stopped; capacity is restored only by a run that ends normally: check the table.")
