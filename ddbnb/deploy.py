@@ -168,34 +168,31 @@ def deploy_stack(
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
     )
-    described = _wait_change_set(cloudformation, stack_name, change_set)
-    if described is None:
+    if not _change_set_has_changes(cloudformation, stack_name, change_set):
         print(f"stack {stack_name}: no changes")
-        return {**stack_outputs(stack_name, boto3_session), "Transform": package.transform}
-    cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
-    status = _wait(cloudformation, stack_name, progress)
-    if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
-        raise _failure(cloudformation, stack_name)
+    else:
+        cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
+        if _wait(cloudformation, stack_name, progress) not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+            raise _failure(cloudformation, stack_name)
     return {**stack_outputs(stack_name, boto3_session), "Transform": package.transform}
 
 
-def _wait_change_set(cloudformation: Any, stack_name: str, change_set: str) -> dict[str, Any] | None:
-    """Wait for the change set; None when it holds no changes."""
+def _change_set_has_changes(cloudformation: Any, stack_name: str, change_set: str) -> bool:
+    """Wait for the change set; an empty one is deleted and reported as False."""
     while True:
         described: dict[str, Any] = cloudformation.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
         if described["Status"] in ("CREATE_COMPLETE", "FAILED"):
             break
         time.sleep(POLL_S / 2)
-    if described["Status"] == "FAILED":
-        reason = described.get("StatusReason", "")
-        if "didn't contain changes" in reason or "No updates" in reason:
-            cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
-            return None
+    reason = described.get("StatusReason", "")
+    if described["Status"] == "FAILED" and not ("didn't contain changes" in reason or "No updates" in reason):
         raise DeployError(stack_name, f"change set {change_set}", "FAILED", reason)
-    if not described.get("Changes") and described.get("ChangeSetType") == "UPDATE":
+    empty = described["Status"] == "FAILED" or (
+        not described.get("Changes") and described.get("ChangeSetType") == "UPDATE"
+    )
+    if empty:
         cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
-        return None
-    return described
+    return not empty
 
 
 def delete_stack(stack_name: str, *, progress: bool = True, boto3_session: boto3.Session | None = None) -> None:

@@ -230,11 +230,9 @@ def dry_run(
             counts["unchanged"] += 1
         else:
             counts["changed"] += 1
-            assert verdict.wire is not None
-            size = item_size(verdict.wire)
-            written_bytes += size
-            if size > NEAR_LIMIT_BYTES:
-                findings.append(_finding(key, "near_limit", f"{size:,} bytes"))
+            written_bytes += verdict.size
+            if verdict.size > NEAR_LIMIT_BYTES:
+                findings.append(_finding(key, "near_limit", f"{verdict.size:,} bytes"))
             if not _idempotent(func, verdict):
                 findings.append(_finding(key, "not_idempotent", ""))
             changes.extend(

@@ -88,11 +88,17 @@ def start_run(
     return str(started["executionArn"])
 
 
-def _map_counts(sfn: Any, execution_arn: str) -> dict[str, int]:
+def _map_run_arn(sfn: Any, execution_arn: str) -> str | None:
+    """The ARN of the execution's Map Run, or None before the Map has started."""
     runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
-    if not runs:
+    return str(runs[0]["mapRunArn"]) if runs else None
+
+
+def _map_counts(sfn: Any, execution_arn: str) -> dict[str, int]:
+    map_run = _map_run_arn(sfn, execution_arn)
+    if map_run is None:
         return {}
-    return dict(sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts", {}))
+    return dict(sfn.describe_map_run(mapRunArn=map_run).get("itemCounts", {}))
 
 
 def wait_run(
@@ -138,13 +144,13 @@ def fetch_results(
     outputs: dict[str, str], execution_arn: str, run_dir: str | Path, boto3_session: boto3.Session | None = None
 ) -> list[Path]:
     """Copy the execution's ResultWriter files (``results/<map run id>/``) into ``run_dir``."""
-    runs = client("stepfunctions", boto3_session).list_map_runs(executionArn=execution_arn).get("mapRuns", [])
-    if not runs:
+    map_run = _map_run_arn(client("stepfunctions", boto3_session), execution_arn)
+    if map_run is None:
         raise DdbnbError(
             f"Execution {execution_arn} started no Map Run, so it wrote no results; "
             "see its history in the Step Functions console."
         )
-    prefix = f"results/{runs[0]['mapRunArn'].rsplit(':', 1)[-1]}/"
+    prefix = f"results/{map_run.rsplit(':', 1)[-1]}/"
     s3 = client("s3", boto3_session)
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ class Verdict:
     wire: dict[str, Any] | None = None
     rule: str = ""
     message: str = ""
+    size: int = 0  # bytes of ``wire`` by DynamoDB's rules, when evaluate checked it
 
     @cached_property
     def before(self) -> dict[str, Any]:
@@ -95,4 +96,4 @@ def evaluate(
             rule="too_large",
             message=f"{size:,} bytes is over DynamoDB's 400 KB item limit",
         )
-    return Verdict(PUT, raw, after, wire)
+    return Verdict(PUT, raw, after, wire, size=size)

@@ -194,11 +194,6 @@ def _set_to_wire(value: Set[Any]) -> dict[str, Any]:
     raise ItemTypeError("", "a set must hold only strings, only numbers or only bytes")
 
 
-def key_of(item: Mapping[str, Any], key_names: Sequence[str]) -> dict[str, Any]:
-    """Return the key attributes of ``item`` (Python or wire values alike)."""
-    return {name: item.get(name) for name in key_names}
-
-
 def format_key(key: Mapping[str, Any]) -> dict[str, Any]:
     """Render a Python key as JSON-safe values for results and messages."""
     out: dict[str, Any] = {}

@@ -46,11 +46,6 @@ class WireClient:
             events.register_first(f"before-call.dynamodb.{operation}", self._send_payload)
             events.register(f"before-parse.dynamodb.{operation}", _keep_json)
 
-    @property
-    def exceptions(self) -> Any:
-        """The modeled exceptions of the underlying client."""
-        return self.client.exceptions
-
     def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send ``payload`` as the body of ``operation``; return the response as JSON."""
         self._payload.body = json.dumps(payload, separators=(",", ":")).encode()

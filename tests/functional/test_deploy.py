@@ -8,7 +8,7 @@ import pytest
 
 from ddbnb import delete_stack, deploy_stack
 from ddbnb.clients import client
-from ddbnb.exceptions import DeployError
+from ddbnb.exceptions import DeployError, InvalidParameterError
 from tests.conftest import TRANSFORMS, simple_item
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,5 +93,5 @@ def test_a_failed_deploy_names_the_resource_and_reason(make_table, stack_name, s
 
 
 def test_bad_parameters_are_refused_before_anything_is_deployed(sandbox):
-    with pytest.raises(Exception, match="lambda_memory_mb"):
+    with pytest.raises(InvalidParameterError, match="lambda_memory_mb"):
         deploy_stack("s", "table", f"{TRANSFORMS}:bump", lambda_memory_mb=64, progress=False)
