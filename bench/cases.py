@@ -103,7 +103,9 @@ def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0) -> dict[str
         table, "bench/transforms.py:set_flag", total_segments=segments, max_concurrency=processes
     )
     started = time.perf_counter()
-    summary = ddbnb.migrate(plan, execute=True, run_dir=tempfile.mkdtemp(prefix="bench-run-"), progress=False)
+    summary = ddbnb.migrate(
+        plan, execute=True, run_dir=tempfile.mkdtemp(prefix="bench-run-"), progress=False, require_dry_run=False
+    )
     seconds = time.perf_counter() - started
     assert summary is not None
     return {

@@ -166,11 +166,11 @@ def main() -> None:
     started = time.perf_counter()
     try:
         print(f"ddbnb bench: {items:,} items, DynamoDB Local at {bench.server.url}, data in {bench.workdir}")
-        create_demo_table(WARM)
+        create_demo_table(WARM, replace=True)
         bench.run("write", "--table", WARM, "--items", str(WARM_ITEMS), "--processes", "4", "--threads", "8")
         sweep = {}
         for processes, threads in WRITE_SWEEP:
-            create_demo_table("bench-sweep")
+            create_demo_table("bench-sweep", replace=True)
             result = bench.run(
                 "write",
                 "--table",
@@ -185,13 +185,13 @@ def main() -> None:
             sweep[(processes, threads)] = result["items_per_s"]
         bench.dynamodb.delete_table(TableName="bench-sweep")
         processes, threads = max(sweep, key=lambda k: sweep[k])
-        create_demo_table(SOURCE)
+        create_demo_table(SOURCE, replace=True)
         cases["write ceiling"] = bench.run(
             "write", "--table", SOURCE, "--items", str(items), "--processes", str(processes), "--threads", str(threads)
         )
         cases["write ceiling"]["config"] = f"{processes} processes x {threads} threads, into a new table"
         _check(bench.count(SOURCE) == items, "the source table was not fully written")
-        create_demo_table(SMALL)
+        create_demo_table(SMALL, replace=True)
         bench.run(
             "write",
             "--table",

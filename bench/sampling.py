@@ -23,7 +23,7 @@ def _item(i: int) -> dict[str, Any]:
 
 def seed_table(items: int = TABLE_ITEMS) -> None:
     """A table of small items, one partition each: what is read matters here, not item size."""
-    create_demo_table(TABLE)
+    create_demo_table(TABLE, replace=True)
     wire, backoff = WireClient(), Backoff()
 
     def write(start: int) -> None:

@@ -1,45 +1,191 @@
-"""The ``ddbnb`` command: ``sandbox up|down|env`` and ``demo``."""
+"""The ``ddbnb`` command: the whole flow without opening a notebook.
+
+``seed``, ``deploy``, ``dry-run``, ``migrate`` and ``results`` execute the same
+notebooks with papermill into the run folder, so every path leaves the same
+audit record (executed notebooks, JSON, charts). ``status`` reads a run
+folder; ``sandbox`` and ``demo`` manage the embedded sandbox.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 from ddbnb import servers
 from ddbnb.exceptions import DdbnbError
 
+EPILOG = """The flow: ddbnb sandbox up; eval "$(ddbnb sandbox env)"; ddbnb seed; ddbnb dry-run TABLE TRANSFORM
+--run-dir D; ddbnb migrate TABLE TRANSFORM --run-dir D --execute; ddbnb results D. Errors print one line
+and exit with status 2."""
+
+
+def _absolute_transform(spec: str) -> str:
+    """A ``path.py:function`` spec made absolute, since the notebooks run in their own folder."""
+    target, sep, attr = spec.rpartition(":")
+    if sep and target.endswith(".py"):
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return spec
+
+
+def _version() -> str:
+    from ddbnb import __version__
+
+    return __version__
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddbnb", description="Mass migrations of DynamoDB tables.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ddbnb", description="Mass migrations of DynamoDB tables.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"ddbnb {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     box = commands.add_parser("sandbox", help="DynamoDB Local + moto server on 127.0.0.1")
-    box.add_argument("action", choices=["up", "down", "env"])
-    box.add_argument("--dynamodb-port", type=int, default=0, help="0 picks a free port")
-    box.add_argument("--moto-port", type=int, default=0, help="0 picks a free port")
-    demo = commands.add_parser("demo", help="seed a demo table in a fresh sandbox and run the notebooks")
-    demo.add_argument("--items", type=int, default=100_000)
+    box.add_argument("action", choices=["up", "down", "env"], help="start, stop, or print the exports")
+    box.add_argument("--dynamodb-port", type=int, default=0, help="port of DynamoDB Local (0 picks a free one)")
+    box.add_argument("--moto-port", type=int, default=0, help="port of the moto server (0 picks a free one)")
+
+    demo = commands.add_parser("demo", help="seed a demo table in a fresh sandbox and run notebooks 01 to 04")
+    demo.add_argument("--items", type=int, default=100_000, help="items in the demo table (default 100,000)")
+
+    seed = commands.add_parser("seed", help="create and fill a demo orders table (local endpoints only)")
+    seed.add_argument("--table", default="demo-orders", help="table name (default demo-orders)")
+    seed.add_argument("--items", type=int, default=100_000, help="items to write (default 100,000)")
+    seed.add_argument("--seed", type=int, default=7, help="random seed: the same seed gives the same items")
+    seed.add_argument("--replace", action="store_true", help="delete and re-create the table if it exists")
+
+    deploy = commands.add_parser("deploy", help="run 01_deploy: package the worker and deploy the stack")
+    deploy.add_argument("stack_name", help="the CloudFormation stack to create or update")
+    deploy.add_argument("table", help="the table the migration reads")
+    deploy.add_argument("transform", help="module:function or path/to/file.py:function")
+    deploy.add_argument("--destination", default="", help="copy into this table instead of rewriting in place")
+    deploy.add_argument("--lambda-memory-mb", type=int, default=1024, help="memory of the worker (default 1024)")
+    deploy.add_argument("--run-dir", default="", help="where the executed notebook goes (default runs/deploy-...)")
+
+    dry = commands.add_parser("dry-run", help="run 02_dry_run: preview the transform on a sample, write nothing")
+    _table_and_transform(dry)
+    dry.add_argument("--sample-size", type=int, default=100, help="items sampled across the key space")
+    dry.add_argument("--seed", type=int, default=0, help="the same seed gives the same sample")
+    dry.add_argument("--allow-unsafe", action="store_true", help="exit 0 even when the verdict is NOT SAFE")
+
+    mig = commands.add_parser("migrate", help="run 03_migrate: print the plan, or run it with --execute")
+    _table_and_transform(mig)
+    mig.add_argument("--execute", action="store_true", help="run the migration (without it: print the plan)")
+    mig.add_argument("--total-segments", type=int, default=0, help="parallel-scan segments (0 chooses)")
+    mig.add_argument("--max-concurrency", type=int, default=0, help="segments at once (0 chooses)")
+    mig.add_argument("--max-failed-share", type=float, default=0.0, help="pre-flight failures tolerated (0 to 1)")
+    mig.add_argument("--no-require-dry-run", action="store_true", help="run without a dry run in --run-dir")
+    mig.add_argument("--prewarm-write-units", type=int, default=0, help="aws engine: write capacity to raise first")
+    mig.add_argument("--prewarm-read-units", type=int, default=0, help="aws engine: read capacity to raise first")
+
+    res = commands.add_parser("results", help="run 04_results: per-segment table and charts into the run folder")
+    res.add_argument("run_dir", help="the folder 03_migrate wrote")
+
+    status = commands.add_parser("status", help="what a run folder holds: dry run verdict, run status, files")
+    status.add_argument("run_dir", help="a run folder")
     return parser
+
+
+def _table_and_transform(command: argparse.ArgumentParser) -> None:
+    command.add_argument("table", help="the table to migrate")
+    command.add_argument("transform", help="module:function or path/to/file.py:function")
+    command.add_argument("--run-dir", required=True, help="the run folder; dry-run and migrate must share it")
+    command.add_argument("--destination", default="", help="copy into this table instead of rewriting in place")
+    command.add_argument("--engine", default="local", choices=["local", "aws"], help="where segments run")
+    command.add_argument("--stack-name", default="", help="aws engine: the stack 01_deploy created")
+
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "table_name": args.table,
+        "transform": _absolute_transform(args.transform),
+        "run_dir": str(Path(args.run_dir).resolve()),
+        "destination_table_name": args.destination,
+        "engine": args.engine,
+        "stack_name": args.stack_name,
+    }
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ddbnb.execute import run_notebook
+
+    if args.command == "demo":
+        from ddbnb.demo import run_demo
+
+        run_demo(items=args.items)
+    elif args.command == "seed":
+        from ddbnb.demo import seed_demo_table
+
+        seed_demo_table(args.table, args.items, seed=args.seed, replace=args.replace)
+        print(f"seeded {args.items:,} items into {args.table}", file=sys.stderr)
+    elif args.command == "deploy":
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = Path(args.run_dir or f"runs/deploy-{args.stack_name}-{stamp}").resolve()
+        parameters = {
+            "stack_name": args.stack_name,
+            "table_name": args.table,
+            "transform": _absolute_transform(args.transform),
+            "destination_table_name": args.destination,
+            "lambda_memory_mb": args.lambda_memory_mb,
+        }
+        run_notebook("01_deploy", out, parameters, log_output=True)
+    elif args.command == "dry-run":
+        parameters = {**_common(args), "sample_size": args.sample_size, "seed": args.seed}
+        parameters["fail_on_unsafe"] = not args.allow_unsafe
+        run_notebook("02_dry_run", parameters["run_dir"], parameters, log_output=True)
+    elif args.command == "migrate":
+        parameters = {
+            **_common(args),
+            "execute": args.execute,
+            "total_segments": args.total_segments,
+            "max_concurrency": args.max_concurrency,
+            "max_failed_share": args.max_failed_share,
+            "require_dry_run": not args.no_require_dry_run,
+            "prewarm_write_units": args.prewarm_write_units,
+            "prewarm_read_units": args.prewarm_read_units,
+        }
+        run_notebook("03_migrate", parameters["run_dir"], parameters, log_output=True)
+    elif args.command == "results":
+        folder = str(Path(args.run_dir).resolve())
+        run_notebook("04_results", folder, {"run_dir": folder}, log_output=True)
+    elif args.command == "status":
+        from ddbnb.results import run_status
+
+        print(run_status(args.run_dir))
+    else:
+        _sandbox(args)
+
+
+def _sandbox(args: argparse.Namespace) -> None:
+    if args.action == "up":
+        running, started = servers.up(args.dynamodb_port, args.moto_port)
+        print(running.exports())
+        what = "started" if started else "already running"
+        print(
+            f"# sandbox {what}: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}; "
+            f'logs in {running.dynamodb.log.parent}. Load with: eval "$(ddbnb sandbox env)"',
+            file=sys.stderr,
+        )
+    elif args.action == "env":
+        print(servers.current().exports())
+    else:
+        stopped = servers.down()
+        if stopped is None:
+            print("no sandbox was running", file=sys.stderr)
+        else:
+            print(
+                f"stopped DynamoDB Local (port {stopped.dynamodb.port}, pid {stopped.dynamodb.pid}) and "
+                f"the moto server (port {stopped.moto.port}, pid {stopped.moto.pid})",
+                file=sys.stderr,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; errors print one clear line and exit with status 2."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from ddbnb.demo import run_demo
-
-            run_demo(items=args.items)
-        elif args.action == "up":
-            running = servers.up(args.dynamodb_port, args.moto_port)
-            print(running.exports())
-            print(
-                f'# started; logs in {running.dynamodb.log.parent}. Load with: eval "$(ddbnb sandbox env)"',
-                file=sys.stderr,
-            )
-        elif args.action == "env":
-            print(servers.current().exports())
-        elif not servers.down():
-            print("no sandbox was running", file=sys.stderr)
+        _run(args)
     except DdbnbError as exc:
         print(f"ddbnb: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Any
 import boto3
 
 from ddbnb import params
-from ddbnb.clients import client
-from ddbnb.exceptions import DdbnbError
+from ddbnb.clients import QUICK_CONFIG, clear_errors, client, is_loopback
+from ddbnb.exceptions import DdbnbError, NotLocalEndpointError, TableExistsError
+from ddbnb.execute import run_notebook
+from ddbnb.progress import progress_bar
 from ddbnb.servers import project_root, sandbox
 from ddbnb.wire import WireClient
 from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
@@ -75,14 +76,20 @@ def demo_item(index: int, rng: random.Random) -> dict[str, Any]:
     return item
 
 
-def create_demo_table(table_name: str, boto3_session: boto3.Session | None = None) -> None:
-    """Create an on-demand table keyed (pk, sk), replacing any table of that name."""
-    dynamodb = client("dynamodb", boto3_session)
+def create_demo_table(table_name: str, *, replace: bool = False, boto3_session: boto3.Session | None = None) -> None:
+    """Create an on-demand table keyed (pk, sk) on a local endpoint; an existing one only with ``replace``."""
+    dynamodb = client("dynamodb", boto3_session, config=QUICK_CONFIG)
+    if not is_loopback(dynamodb.meta.endpoint_url):
+        raise NotLocalEndpointError("Seeding a demo table", dynamodb.meta.endpoint_url)
     try:
-        dynamodb.delete_table(TableName=table_name)
-        dynamodb.get_waiter("table_not_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1})
+        dynamodb.describe_table(TableName=table_name)
     except dynamodb.exceptions.ResourceNotFoundException:
         pass
+    else:
+        if not replace:
+            raise TableExistsError(table_name)
+        dynamodb.delete_table(TableName=table_name)
+        dynamodb.get_waiter("table_not_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1})
     dynamodb.create_table(
         TableName=table_name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
@@ -95,21 +102,30 @@ def create_demo_table(table_name: str, boto3_session: boto3.Session | None = Non
     dynamodb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1})
 
 
+@clear_errors
 def seed_demo_table(
     table_name: str = DEMO_TABLE,
     items: int = 100_000,
     *,
+    replace: bool = False,
     seed: int = 7,
     threads: int = 8,
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
 ) -> int:
-    """(Re)create ``table_name`` and fill it with ``items`` deterministic demo orders."""
-    from tqdm.auto import tqdm
+    """Create ``table_name`` and fill it with ``items`` deterministic demo orders.
 
-    params.check_name("table_name", table_name)
+    Only on a local endpoint (the sandbox, or a DynamoDB Local on a loopback
+    address): anything else raises NotLocalEndpointError. An existing table is
+    deleted and re-created only with ``replace=True``; otherwise TableExistsError.
+    """
+    params.check_table_name("table_name", table_name)
     params.check_int("items", items, 0, 10_000_000)
-    create_demo_table(table_name, boto3_session)
+    params.check_bool("replace", replace)
+    params.check_bool("progress", progress)
+    params.check_int("seed", seed, 0)
+    params.check_int("threads", threads, 1, 64)
+    create_demo_table(table_name, replace=replace, boto3_session=boto3_session)
     dynamodb = WireClient(boto3_session)
     backoff = Backoff()
 
@@ -123,7 +139,7 @@ def seed_demo_table(
 
     with (
         ThreadPoolExecutor(threads) as pool,
-        tqdm(total=items, unit="item", desc="seeding", disable=not progress) as bar,
+        progress_bar(items, unit="item", desc="seeding", enabled=progress) as bar,
     ):
         for written in pool.map(write, range(0, items, BATCH_SIZE)):
             bar.update(written)
@@ -135,14 +151,11 @@ def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[s
 
     01 deploys the stack to the sandbox's moto server; 03 migrates with the local engine.
     """
-    import papermill
-
     root = project_root()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_dir = (Path(runs_dir) if runs_dir else root / "runs") / f"demo-{stamp}"
     run_dir.mkdir(parents=True)
     transform = str(root / DEMO_TRANSFORM)
-    notebooks = root / "notebooks"
     with sandbox() as running:
         print(f"sandbox: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}")
         seed_demo_table(DEMO_TABLE, items)
@@ -154,23 +167,8 @@ def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[s
             ("04_results", {"run_dir": out}),
         ]
         for name, parameters in steps:
-            started = time.monotonic()
             print(f"running notebooks/{name}.ipynb ...", flush=True)
-            try:
-                papermill.execute_notebook(
-                    notebooks / f"{name}.ipynb",
-                    run_dir / f"{name}.ipynb",
-                    parameters=parameters,
-                    kernel_name="python3",
-                    cwd=str(notebooks),
-                    progress_bar=False,
-                )
-            except papermill.PapermillExecutionError as exc:
-                raise DdbnbError(
-                    f"notebooks/{name}.ipynb failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue}. "
-                    f"The executed notebook is {run_dir / (name + '.ipynb')}."
-                ) from None
-            print(f"  done in {time.monotonic() - started:.1f} s")
+            run_notebook(name, run_dir, parameters)
     summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     charts = sorted(str(p) for p in run_dir.glob("*.png"))
     print(

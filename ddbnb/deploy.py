@@ -9,9 +9,10 @@ from typing import Any
 import boto3
 
 from ddbnb import params
-from ddbnb.clients import client
-from ddbnb.exceptions import DeployError
+from ddbnb.clients import clear_errors, client
+from ddbnb.exceptions import DeployError, StackNotFoundError
 from ddbnb.package import build_lambda_package
+from ddbnb.progress import progress_bar
 from ddbnb.servers import project_root
 
 TEMPLATE = project_root() / "cloudformation" / "migration.yaml"
@@ -87,10 +88,8 @@ def _failure(cloudformation: Any, stack_name: str) -> DeployError:
 
 
 def _wait(cloudformation: Any, stack_name: str, progress: bool) -> str:
-    from tqdm.auto import tqdm
-
     seen: set[str] = set()
-    with tqdm(desc=f"stack {stack_name}", unit="event", disable=not progress) as bar:
+    with progress_bar(unit="event", desc=f"stack {stack_name}", enabled=progress) as bar:
         while True:
             try:
                 status = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
@@ -109,9 +108,18 @@ def _wait(cloudformation: Any, stack_name: str, progress: bool) -> str:
             time.sleep(POLL_S)
 
 
+@clear_errors
 def stack_outputs(stack_name: str, boto3_session: boto3.Session | None = None) -> dict[str, str]:
-    """The stack's outputs (read from its resources where CloudFormation lists none)."""
+    """The stack's outputs (read from its resources where CloudFormation lists none).
+
+    Raises StackNotFoundError, naming 01_deploy, when the stack does not exist.
+    """
+    params.check_name("stack_name", stack_name)
     cloudformation = client("cloudformation", boto3_session)
+    if not _stack_exists(cloudformation, stack_name):
+        raise StackNotFoundError(
+            stack_name, f"{cloudformation.meta.endpoint_url} (region {cloudformation.meta.region_name})"
+        )
     stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack_name):
@@ -125,6 +133,7 @@ def stack_outputs(stack_name: str, boto3_session: boto3.Session | None = None) -
     return outputs
 
 
+@clear_errors
 def deploy_stack(
     stack_name: str,
     table_name: str,
@@ -143,7 +152,10 @@ def deploy_stack(
     On failure, DeployError names the first resource that failed and why.
     """
     params.check_name("stack_name", stack_name)
-    params.check_name("table_name", table_name)
+    params.check_table_name("table_name", table_name)
+    params.check_bool("progress", progress)
+    if destination_table_name:
+        params.check_table_name("destination_table_name", destination_table_name)
     params.check_int("lambda_memory_mb", lambda_memory_mb, 128, 10_240)
     params.check_int("lambda_timeout_s", lambda_timeout_s, 60, 900)
     package = build_lambda_package(transform)
@@ -195,8 +207,10 @@ def _change_set_has_changes(cloudformation: Any, stack_name: str, change_set: st
     return not empty
 
 
+@clear_errors
 def delete_stack(stack_name: str, *, progress: bool = True, boto3_session: boto3.Session | None = None) -> None:
     """Delete ``stack_name`` and wait; the results bucket is kept (DeletionPolicy Retain)."""
+    params.check_bool("progress", progress)
     params.check_name("stack_name", stack_name)
     cloudformation = client("cloudformation", boto3_session)
     if not _stack_exists(cloudformation, stack_name):

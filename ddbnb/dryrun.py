@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from ddbnb import params
-from ddbnb.clients import client
+from ddbnb.clients import clear_errors, client
 from ddbnb.diff import diff_items
 from ddbnb.estimate import Estimate, estimate
 from ddbnb.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
+from ddbnb.exceptions import UnsafeDryRunError
 from ddbnb.items import deserialize, format_key, item_size, matches
-from ddbnb.plan import Plan, plan_migration
+from ddbnb.plan import Plan, choose_segments, plan_migration
 from ddbnb.sample import sample_items
-from ddbnb.transforms import Transform, load_transform
+from ddbnb.transforms import Transform, load_transform, transform_digest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +70,9 @@ class DryRun:
     items_read: int
     changes: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    transform_sha256: str = ""
+    destination: str | None = None
+    run_dir: str = ""
 
     @property
     def sampled(self) -> int:
@@ -90,6 +94,15 @@ class DryRun:
         if problems:
             return f"Safe to run, with warnings: {problems}."
         return "Safe to run: every sampled item was transformed cleanly."
+
+    def check(self, fail_on_unsafe: bool = True) -> None:
+        """Raise UnsafeDryRunError when the verdict is not safe (unless ``fail_on_unsafe`` is False).
+
+        02_dry_run calls it last, after the report is shown and saved, so a
+        scripted ``02 && 03`` stops on a NOT SAFE verdict.
+        """
+        if params.check_bool("fail_on_unsafe", fail_on_unsafe) and not self.safe:
+            raise UnsafeDryRunError(self.verdict, self.run_dir)
 
     def diffs(self) -> pd.DataFrame:
         """One row per changed attribute: key, path, change, before, after."""
@@ -146,13 +159,16 @@ class DryRun:
             "plan": self.plan.to_dict(),
             "estimate": self.estimate.to_dict(),
             "table": self.table,
+            "destination": self.destination,
             "transform": self.transform,
+            "transform_sha256": self.transform_sha256,
             "counts": self.counts,
             "items_read": self.items_read,
             "safe": self.safe,
             "verdict": self.verdict,
         }
         (folder / "dry_run.json").write_text(json.dumps(report, indent=1, default=str))
+        self.run_dir = str(folder)
         frame = self.diffs()
         frame.to_csv(folder / "diffs.csv", index=False)
         frame.to_json(folder / "diffs.json", orient="records", indent=1, default_handler=str)
@@ -173,6 +189,7 @@ def _idempotent(func: Transform, verdict: Verdict) -> bool:
     return again is not None and matches(again, verdict.wire)
 
 
+@clear_errors
 def dry_run(
     table_name: str,
     transform: str,
@@ -189,7 +206,8 @@ def dry_run(
 
     Nothing is written to any table. The same ``seed`` gives the same sample.
     When ``run_dir`` is given, the report is saved there (dry_run.json, diffs.csv,
-    diffs.json).
+    diffs.json) with the transform's content hash, which 03_migrate checks.
+    Call :meth:`DryRun.check` to raise when the verdict is not safe.
     """
     params.check_int("sample_size", sample_size, 1, 1_000_000)
     params.check_int("seed", seed, 0)
@@ -201,6 +219,7 @@ def dry_run(
         stack_name=stack_name,
         boto3_session=boto3_session,
     )
+    digest = transform_digest(transform)
     facts, func = plan.table, load_transform(transform)
     stats: dict[str, int] = {}
     items = sample_items(
@@ -260,11 +279,13 @@ def dry_run(
             billing_mode=facts.billing_mode,
             read_capacity=facts.read_capacity,
             write_capacity=facts.write_capacity,
-            total_segments=plan.total_segments,
+            aws_segments=plan.total_segments if plan.engine == "aws" else choose_segments(facts, "aws")[0],
         ),
         items_read=stats["items_read"],
         changes=changes,
         findings=findings,
+        transform_sha256=digest,
+        destination=destination_table_name or None,
     )
     if run_dir:
         report.save(run_dir)

@@ -18,6 +18,7 @@ import boto3
 from ddbnb.clients import client
 from ddbnb.exceptions import DdbnbError
 from ddbnb.package import lambda_transform_spec
+from ddbnb.progress import progress_bar
 
 #: Seconds between status polls.
 POLL_S = 5.0
@@ -113,10 +114,8 @@ def wait_run(
 
     On Ctrl-C, asks whether to stop the execution (it keeps running otherwise).
     """
-    from tqdm.auto import tqdm
-
     sfn = client("stepfunctions", boto3_session)
-    with tqdm(total=total_segments, unit="segment", desc="segments", disable=not progress) as bar:
+    with progress_bar(total_segments, unit="segment", desc="segments", enabled=progress) as bar:
         try:
             while True:
                 described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)

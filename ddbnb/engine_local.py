@@ -19,6 +19,7 @@ from typing import Any
 
 import boto3
 
+from ddbnb.progress import progress_bar
 from ddbnb.segment import process_segment
 
 #: The Lambda limit; the local engine hands each invocation the same budget.
@@ -89,16 +90,14 @@ def run_local(
 ) -> list[ChildOutcome]:
     """Run ``events`` (one per segment) in ``max_concurrency`` processes.
 
-    A tqdm bar counts items scanned against ``expected_items``. On Ctrl-C the
+    A progress bar (text lines under papermill) counts items scanned against ``expected_items``. On Ctrl-C the
     pool is stopped and KeyboardInterrupt propagates; a re-run is safe because
     items already migrated come back unchanged and are not written again.
     """
-    from tqdm.auto import tqdm
-
     context = multiprocessing.get_context("spawn")
     counts: Any = context.Queue()
     outcomes: list[ChildOutcome] = []
-    bar = tqdm(total=expected_items or None, unit="item", desc="scanned", disable=not progress)
+    bar = progress_bar(expected_items or None, unit="item", desc="scanned", enabled=progress)
     pool = ProcessPoolExecutor(
         max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts,)
     )
@@ -112,7 +111,8 @@ def run_local(
             _drain(counts, bar)
             for future in done:
                 outcomes.append(_outcome(future, futures[future]))
-            bar.set_postfix(segments=f"{len(outcomes)}/{len(events)}")
+            failed = sum(int((o.output or {}).get("failed", 0)) for o in outcomes)
+            bar.set_postfix(segments=f"{len(outcomes)}/{len(events)}", failed=failed)
         _drain(counts, bar)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)

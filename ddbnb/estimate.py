@@ -43,6 +43,7 @@ class Estimate:
     lambda_gb_seconds: float
     state_transitions: int
     aws_engine_cost: float
+    aws_segments: int = 0
     prices: str = PRICES_AS_OF
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,12 +54,22 @@ class Estimate:
         return (
             f"Estimate for ~{self.items:,} items ({self.changed_share:.0%} written): "
             f"{self.read_units:,.0f} read units, {self.write_units:,.0f} write units, "
-            f"~{self.duration_s / 60:,.1f} min at {self.write_rate:,.0f} write units/s; "
+            f"~{format_duration(self.duration_s)} at {self.write_rate:,.0f} write units/s; "
             f"cost ${self.on_demand_cost:,.2f} on demand, or ${self.provisioned_cost:,.2f} for provisioned "
             f"capacity at that rate (billed by the hour); "
-            f"aws engine adds {self.lambda_gb_seconds:,.0f} Lambda GB-s and {self.state_transitions:,} "
+            f"aws engine ({self.aws_segments:,} segments) adds {self.lambda_gb_seconds:,.0f} Lambda GB-s and "
+            f"{self.state_transitions:,} "
             f"state transitions (${self.aws_engine_cost:,.2f}). Prices: {self.prices}."
         )
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people say it: seconds under a minute, minutes under two hours, then hours."""
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:,.1f} min"
+    return f"{seconds / 3600:,.1f} h"
 
 
 def estimate(
@@ -70,7 +81,7 @@ def estimate(
     billing_mode: str,
     read_capacity: int,
     write_capacity: int,
-    total_segments: int,
+    aws_segments: int,
     lambda_memory_mb: int = 1024,
 ) -> Estimate:
     """Estimate units, duration and cost.
@@ -90,7 +101,7 @@ def estimate(
     hours = duration / 3600
     provisioned = (write_rate * PROVISIONED_WCU_HOUR + read_rate * PROVISIONED_RCU_HOUR) * max(hours, 1)
     gb_seconds = item_count / LAMBDA_ITEMS_PER_SECOND * lambda_memory_mb / 1024
-    invocations = max(total_segments, math.ceil(item_count / (LAMBDA_ITEMS_PER_SECOND * 840)))
+    invocations = max(aws_segments, math.ceil(item_count / (LAMBDA_ITEMS_PER_SECOND * 840)))
     transitions = invocations * TRANSITIONS_PER_INVOCATION + TRANSITIONS_PER_EXECUTION
     aws_cost = (
         gb_seconds * LAMBDA_ARM_GB_SECOND
@@ -111,4 +122,5 @@ def estimate(
         lambda_gb_seconds=gb_seconds,
         state_transitions=transitions,
         aws_engine_cost=aws_cost,
+        aws_segments=aws_segments,
     )

@@ -73,15 +73,92 @@ class TransformLoadError(DdbnbError):
 
 
 class TransformRejectedError(DdbnbError):
-    """The transform misbehaved on sampled items before anything was written."""
+    """The transform failed on too many sampled items before anything was written."""
 
-    def __init__(self, spec: str, key: Any, reason: str) -> None:
+    def __init__(self, spec: str, failed: int, checked: int, max_failed_share: float, key: Any, reason: str) -> None:
         super().__init__(
-            f"Transform {spec!r} failed the pre-flight check on item {key}: {reason}. "
-            "Nothing was written. Fix the transform, then run 02_dry_run to preview it.",
+            f"Transform {spec!r} failed the pre-flight check on {failed} of {checked} sampled item(s) "
+            f"({failed / max(checked, 1):.0%}, above max_failed_share={max_failed_share:g}); first, item {key}: "
+            f"{reason}. Nothing was written. Fix the transform and run 02_dry_run again, or, if those items "
+            f"should fail and be recorded, pass max_failed_share={_share_to_pass(failed, checked)}.",
             spec=spec,
+            failed=failed,
+            checked=checked,
+            max_failed_share=max_failed_share,
             key=key,
             reason=reason,
+        )
+
+
+def _share_to_pass(failed: int, checked: int) -> str:
+    return f"{min(1.0, (failed / max(checked, 1)) + 0.05):.2f}"
+
+
+class DryRunRequiredError(DdbnbError):
+    """03_migrate with execute=True found no matching dry run in its run folder."""
+
+    def __init__(self, run_dir: str, reason: str) -> None:
+        super().__init__(
+            f"No dry run of this transform on this table in {run_dir}: {reason}. Run 02_dry_run with "
+            f"run_dir={run_dir!r} first (03 must use the same run_dir), or pass require_dry_run=False "
+            "to run without one (recorded in summary.json).",
+            run_dir=run_dir,
+            reason=reason,
+        )
+
+
+class UnsafeDryRunError(DdbnbError):
+    """The dry run's verdict is NOT SAFE."""
+
+    def __init__(self, verdict: str, run_dir: str) -> None:
+        where = f" The report is in {run_dir}." if run_dir else ""
+        super().__init__(
+            f"{verdict}{where} Pass fail_on_unsafe=False to finish the dry run without an error.",
+            verdict=verdict,
+            run_dir=run_dir,
+        )
+
+
+class StackNotFoundError(DdbnbError):
+    """The aws engine's stack does not exist."""
+
+    def __init__(self, stack_name: str, where: str) -> None:
+        super().__init__(
+            f"Stack {stack_name!r} does not exist at {where}. Deploy it with 01_deploy "
+            f"(stack_name={stack_name!r}), or set stack_name to the stack you deployed.",
+            stack_name=stack_name,
+            where=where,
+        )
+
+
+class EndpointUnreachableError(DdbnbError):
+    """An AWS endpoint does not answer."""
+
+    def __init__(self, endpoint: str, hint: str) -> None:
+        super().__init__(f"Cannot reach {endpoint}: {hint}", endpoint=endpoint, hint=hint)
+
+
+class NotLocalEndpointError(DdbnbError):
+    """A sandbox-only operation was pointed at an endpoint that is not on this machine."""
+
+    def __init__(self, operation: str, endpoint: str) -> None:
+        super().__init__(
+            f"{operation} only runs against a local DynamoDB (the sandbox, or a DynamoDB Local on a "
+            f"loopback address), but the endpoint is {endpoint}. Start the sandbox with `ddbnb sandbox up` "
+            'and load it with eval "$(ddbnb sandbox env)", or set AWS_ENDPOINT_URL_DYNAMODB to your DynamoDB Local.',
+            operation=operation,
+            endpoint=endpoint,
+        )
+
+
+class TableExistsError(DdbnbError):
+    """A table that would be replaced already exists."""
+
+    def __init__(self, table_name: str) -> None:
+        super().__init__(
+            f"Table {table_name!r} already exists. Pass replace=True (--replace) to delete and re-create it, "
+            "or choose another table name.",
+            table_name=table_name,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,18 @@ from typing import Any
 import boto3
 
 from ddbnb import params
-from ddbnb.clients import client
+from ddbnb.clients import clear_errors, client
 from ddbnb.deploy import stack_outputs
 from ddbnb.engine_aws import fetch_results, start_run, wait_run
 from ddbnb.engine_aws import redrive as engine_redrive
 from ddbnb.engine_local import INVOCATION_SECONDS, run_local
 from ddbnb.evaluate import FAILED, evaluate
-from ddbnb.exceptions import DdbnbError, RunIncompleteError, TransformRejectedError
+from ddbnb.exceptions import DdbnbError, DryRunRequiredError, RunIncompleteError, TransformRejectedError
 from ddbnb.items import format_key
 from ddbnb.plan import Plan
 from ddbnb.results import summarize, write_results
 from ddbnb.sample import sample_items
-from ddbnb.transforms import load_transform
+from ddbnb.transforms import load_transform, transform_digest
 
 #: Items the pre-flight check runs the transform on before anything is written.
 PREFLIGHT_ITEMS = 25
@@ -35,12 +36,30 @@ def default_run_dir(table_name: str) -> Path:
     return Path(os.environ.get("DDBNB_RUNS_DIR", "runs")) / f"{table_name}-{stamp}"
 
 
-def preflight(plan: Plan, boto3_session: boto3.Session | None = None) -> int:
-    """Run the transform on a few sampled items; raise when every one of them fails.
+@dataclass
+class Preflight:
+    """What the pre-flight check saw: items checked, failed, and the first failure."""
 
-    A transform that fails on every sampled item (raises, changes the key in
-    place, returns a type DynamoDB rejects) is a bug, not bad data: stop before
-    the first write. Returns the number of items checked.
+    checked: int
+    failed: int
+    first_key: Any = None
+    first_reason: str = ""
+
+    def __str__(self) -> str:
+        if not self.failed:
+            return f"pre-flight: the transform ran cleanly on {self.checked} sampled item(s)"
+        return (
+            f"pre-flight: {self.failed} of {self.checked} sampled item(s) failed; first, item "
+            f"{self.first_key}: {self.first_reason}"
+        )
+
+
+def preflight(plan: Plan, max_failed_share: float = 0.0, boto3_session: boto3.Session | None = None) -> Preflight:
+    """Run the transform on a few sampled items; raise when too many of them fail.
+
+    A transform that fails (raises, changes the key in place, returns a type
+    DynamoDB rejects) on more than ``max_failed_share`` of the sampled items
+    stops the run before the first write with TransformRejectedError.
     """
     dynamodb = client("dynamodb", boto3_session)
     items = sample_items(
@@ -49,18 +68,50 @@ def preflight(plan: Plan, boto3_session: boto3.Session | None = None) -> int:
     transform = load_transform(plan.transform)
     verdicts = [evaluate(transform, raw, plan.table.key_names, in_place=not plan.destination) for raw in items]
     failed = [v for v in verdicts if v.action == FAILED]
-    if verdicts and len(failed) == len(verdicts):
+    result = Preflight(len(verdicts), len(failed))
+    if failed:
         first = failed[0]
-        key = format_key({name: first.before[name] for name in plan.table.key_names})
-        raise TransformRejectedError(plan.transform, key, first.message)
-    return len(items)
+        result.first_key = format_key({name: first.before[name] for name in plan.table.key_names})
+        result.first_reason = first.message
+    if result.failed > max_failed_share * result.checked:
+        raise TransformRejectedError(
+            plan.transform, result.failed, result.checked, max_failed_share, result.first_key, result.first_reason
+        )
+    return result
 
 
+def check_dry_run(plan: Plan, run_dir: str) -> dict[str, Any]:
+    """Return the dry run in ``run_dir`` when it previewed this plan's code on its table; else raise.
+
+    The code is compared by content hash, so an edit after the dry run is caught.
+    """
+    if not run_dir:
+        raise DryRunRequiredError(
+            "run_dir=''", "an empty run_dir makes a new run folder, which holds no dry run (set run_dir)"
+        )
+    path = Path(run_dir) / "dry_run.json"
+    if not path.is_file():
+        raise DryRunRequiredError(run_dir, "dry_run.json is missing")
+    report: dict[str, Any] = json.loads(path.read_text())
+    if report.get("table") != plan.table.name or (report.get("destination") or None) != plan.destination:
+        raise DryRunRequiredError(
+            run_dir,
+            f"it previewed table {report.get('table')!r} into {report.get('destination')!r}, "
+            f"not {plan.table.name!r} into {plan.destination!r}",
+        )
+    if report.get("transform_sha256") != transform_digest(plan.transform):
+        raise DryRunRequiredError(run_dir, f"the code of {plan.transform} changed since the dry run")
+    return report
+
+
+@clear_errors
 def migrate(
     plan: Plan,
     *,
     execute: bool = False,
     run_dir: str | Path = "",
+    require_dry_run: bool = True,
+    max_failed_share: float = 0.0,
     prewarm_write_units: int = 0,
     prewarm_read_units: int = 0,
     invocation_seconds: float = INVOCATION_SECONDS,
@@ -69,6 +120,12 @@ def migrate(
 ) -> dict[str, Any] | None:
     """Run ``plan`` when ``execute`` is True; otherwise print it and return None.
 
+    ``execute`` must be a real bool: the string "False" is refused, never run.
+    With ``require_dry_run`` (the default), ``run_dir`` must hold a dry run
+    (02_dry_run) of the same transform code on the same table. Before the first
+    write, the transform runs on sampled items; more than ``max_failed_share``
+    of them failing stops the run (TransformRejectedError).
+
     Results go to ``run_dir`` ("" means :func:`default_run_dir`) in the Step
     Functions ResultWriter layout, plus ``summary.json``; the summary dict is
     returned. Raises RunIncompleteError, after writing the results, when any
@@ -76,19 +133,29 @@ def migrate(
     ``prewarm_read_units``) above 0 raise or warm the table's capacity first;
     provisioned capacity is restored however the run ends.
     """
+    params.check_bool("execute", execute)
+    params.check_bool("require_dry_run", require_dry_run)
+    params.check_bool("progress", progress)
+    params.check_share("max_failed_share", max_failed_share)
+    params.check_int("prewarm_write_units", prewarm_write_units, 0)
+    params.check_int("prewarm_read_units", prewarm_read_units, 0)
     print(plan)
     if not execute:
         print("\nexecute=False: nothing was run. Set execute=True to migrate.")
         return None
-    params.check_int("prewarm_write_units", prewarm_write_units, 0)
-    params.check_int("prewarm_read_units", prewarm_read_units, 0)
+    dry = check_dry_run(plan, str(run_dir)) if require_dry_run else None
+    checked = preflight(plan, max_failed_share, boto3_session)
+    print(checked)
     folder = Path(run_dir) if run_dir else default_run_dir(plan.table.name)
     folder.mkdir(parents=True, exist_ok=True)
-    checked = preflight(plan, boto3_session)
-    print(f"pre-flight: the transform ran cleanly on {checked} sampled item(s)")
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {
+        "require_dry_run": require_dry_run,
+        "dry_run": {"transform_sha256": dry["transform_sha256"], "verdict": dry.get("verdict")} if dry else None,
+        "preflight": {"checked": checked.checked, "failed": checked.failed},
+        "max_failed_share": max_failed_share,
+    }
     if plan.engine == "aws":
         prewarm = (
             {"read_units": prewarm_read_units, "write_units": prewarm_write_units} if prewarm_write_units else None
@@ -157,8 +224,10 @@ def _run_aws(
     return arn
 
 
+@clear_errors
 def redrive(run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.Session | None = None) -> str:
     """Redrive the failed aws-engine run in ``run_dir``: only its failed segments run again."""
+    params.check_bool("progress", progress)
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     arn = summary.get("execution_arn")
     if not arn:

@@ -5,6 +5,7 @@ Only the standard library: this module ships inside the Lambda package.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ddbnb.exceptions import InvalidParameterError
@@ -12,6 +13,10 @@ from ddbnb.exceptions import InvalidParameterError
 MAX_TOTAL_SEGMENTS = 1_000_000
 WRITE_MODES = ("batch",)
 ENGINES = ("local", "aws")
+#: DynamoDB's rule for table names: 3 to 255 of a-z, A-Z, 0-9, '_', '-' and '.'.
+TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+#: A table may also be named by its ARN (up to 1,024 characters).
+TABLE_ARN = re.compile(r"arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:\d{12}:table/([A-Za-z0-9_.-]{3,255})")
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -32,10 +37,37 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def check_name(name: str, value: Any) -> str:
-    """Return a non-empty table name, else raise InvalidParameterError."""
+    """Return a non-empty name (stacks, buckets), else raise InvalidParameterError."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidParameterError(name, value, "a non-empty table name")
+        raise InvalidParameterError(name, value, "a non-empty name")
     return value
+
+
+def check_table_name(name: str, value: Any) -> str:
+    """Return a table name (or table ARN) that follows DynamoDB's rules, else raise InvalidParameterError."""
+    if isinstance(value, str) and (TABLE_NAME.fullmatch(value) or (len(value) <= 1024 and TABLE_ARN.fullmatch(value))):
+        return value
+    raise InvalidParameterError(
+        name, value, "a DynamoDB table name: 3 to 255 characters among a-z, A-Z, 0-9, '_', '-' and '.' (or its ARN)"
+    )
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a real bool; a string such as "False" is refused, never read as true."""
+    if not isinstance(value, bool):
+        raise InvalidParameterError(
+            name,
+            value,
+            f"True or False, as a bool (with papermill: -p {name} True, not -r; in YAML: true/false)",
+        )
+    return value
+
+
+def check_share(name: str, value: Any) -> float:
+    """Return a share from 0 to 1 (0.25 is 25%)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InvalidParameterError(name, value, "a share from 0 to 1 (0.25 means 25%)")
+    return float(value)
 
 
 def check_rate(name: str, value: Any) -> float:

@@ -10,6 +10,8 @@ from typing import Any
 import boto3
 
 from ddbnb import params
+from ddbnb.clients import clear_errors
+from ddbnb.deploy import stack_outputs
 from ddbnb.exceptions import InvalidParameterError
 from ddbnb.tables import TableFacts, describe_table
 from ddbnb.transforms import load_transform
@@ -20,7 +22,14 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 #: down sharply as segments grow (bench: 8 segments of 12,500 items scan at 5,000
 #: items/s, 32 of 3,100 at 12,000), and small segments balance the pool better.
 SEGMENT_ITEMS = 3_000
-#: Children the aws engine runs at once unless told (Lambda allows 1,000 by default).
+#: Below this many items per segment, more segments only add start-up cost.
+MIN_SEGMENT_ITEMS = 500
+#: On the aws engine each segment is a child workflow and at least one Lambda
+#: invocation: a segment should be worth that (a worker handles about 600
+#: items/s, so one of 50,000 items takes a minute or two).
+AWS_SEGMENT_ITEMS = 50_000
+AWS_SEGMENT_BYTES = 256 * 1024 * 1024
+#: Children the aws engine runs at once at most unless told (Lambda allows 1,000 by default).
 AWS_CONCURRENCY = 500
 #: Local processes beyond this stop helping on one machine.
 MAX_LOCAL_CONCURRENCY = 8
@@ -75,6 +84,46 @@ class Plan:
         printer.text(str(self))
 
 
+def choose_concurrency(engine: str) -> tuple[int, str]:
+    """How many segments run at once by default on ``engine``, and why."""
+    if engine == "aws":
+        return AWS_CONCURRENCY, f"max_concurrency {AWS_CONCURRENCY}: within Lambda's default of 1,000 concurrent runs"
+    cpus = os.cpu_count() or 2
+    concurrency = min(MAX_LOCAL_CONCURRENCY, 2 * cpus)
+    return concurrency, (
+        f"max_concurrency {concurrency}: two processes per core ({cpus} here); a worker waits on "
+        "DynamoDB most of the time, so one per core leaves the machine idle"
+    )
+
+
+def choose_segments(facts: TableFacts, engine: str, max_concurrency: int = 0) -> tuple[int, str]:
+    """How many parallel-scan segments ``engine`` cuts the table into, and why.
+
+    Both engines follow the table's size. The local engine cuts small segments
+    (DynamoDB Local and a process pool both like them) and at least two per
+    process once the table is big enough; the aws engine cuts segments worth a
+    child workflow each.
+    """
+    items, size = facts.item_count, facts.size_bytes
+    if engine == "aws":
+        count = max(1, math.ceil(items / AWS_SEGMENT_ITEMS), math.ceil(size / AWS_SEGMENT_BYTES))
+        return min(count, params.MAX_TOTAL_SEGMENTS), (
+            f"total_segments {count}: one per {AWS_SEGMENT_ITEMS:,} items or {AWS_SEGMENT_BYTES // 2**20} MiB "
+            f"of table (~{items:,} items, ~{size / 2**20:,.1f} MiB), so each child workflow has a minute "
+            "or more of work"
+        )
+    concurrency = max_concurrency or choose_concurrency(engine)[0]
+    by_size = max(math.ceil(items / SEGMENT_ITEMS), math.ceil(size / SEGMENT_BYTES))
+    balance = min(2 * concurrency, math.ceil(items / MIN_SEGMENT_ITEMS))
+    count = max(1, by_size, balance)
+    return min(count, params.MAX_TOTAL_SEGMENTS), (
+        f"total_segments {count}: one per {SEGMENT_ITEMS:,} items or {SEGMENT_BYTES // 2**20} MiB of table "
+        f"({by_size} for ~{items:,} items), and at least 2 per process to balance uneven segments "
+        f"while each keeps {MIN_SEGMENT_ITEMS:,} items or more ({balance})"
+    )
+
+
+@clear_errors
 def plan_migration(
     table_name: str,
     transform: str,
@@ -92,42 +141,34 @@ def plan_migration(
 
     ``total_segments`` and ``max_concurrency`` of 0 are chosen from the table
     size and the machine; the plan's ``reasons`` say how. The aws engine runs on
-    the stack ``stack_name`` that 01_deploy created. Nothing is written.
+    the stack ``stack_name`` that 01_deploy created; a missing stack raises
+    StackNotFoundError here, before anything runs. Nothing is written.
     """
-    params.check_name("table_name", table_name)
+    params.check_table_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)
     params.check_choice("write_mode", write_mode, params.WRITE_MODES)
     params.check_int("total_segments", total_segments, 0, params.MAX_TOTAL_SEGMENTS)
     params.check_int("max_concurrency", max_concurrency, 0, 10_000)
     rate = params.check_rate("rate_limit", rate_limit)
     if destination_table_name:
-        params.check_name("destination_table_name", destination_table_name)
+        params.check_table_name("destination_table_name", destination_table_name)
     if engine == "aws" and not stack_name:
         raise InvalidParameterError("stack_name", stack_name, "the stack 01_deploy created, for engine='aws'")
     load_transform(transform)
     facts = describe_table(table_name, boto3_session)
     if destination_table_name:
         describe_table(destination_table_name, boto3_session)
+    if engine == "aws":
+        stack_outputs(stack_name, boto3_session)  # StackNotFoundError names 01_deploy
     reasons: list[str] = []
-    if not max_concurrency and engine == "aws":
-        max_concurrency = AWS_CONCURRENCY
-        reasons.append(f"max_concurrency {max_concurrency}: within Lambda's default of 1,000 concurrent runs")
-    if not max_concurrency:
-        cpus = os.cpu_count() or 2
-        max_concurrency = min(MAX_LOCAL_CONCURRENCY, 2 * cpus)
-        reasons.append(
-            f"max_concurrency {max_concurrency}: two processes per core ({cpus} here); a worker waits on "
-            "DynamoDB most of the time, so one per core leaves the machine idle"
-        )
     if not total_segments:
-        by_size = max(math.ceil(facts.size_bytes / SEGMENT_BYTES), math.ceil(facts.item_count / SEGMENT_ITEMS))
-        total_segments = max(1, min(params.MAX_TOTAL_SEGMENTS, max(2 * max_concurrency, by_size)))
-        reasons.append(
-            f"total_segments {total_segments}: the larger of 2 per process (balances uneven segments) and "
-            f"one per {SEGMENT_ITEMS:,} items or {SEGMENT_BYTES // 2**20} MiB of table ({by_size})"
-        )
+        total_segments, why = choose_segments(facts, engine, max_concurrency)
+        reasons.append(why)
+    if not max_concurrency:
+        max_concurrency, why = choose_concurrency(engine)
+        reasons.append(why)
     if max_concurrency > total_segments:
-        reasons.append(f"max_concurrency lowered to {total_segments}: no more processes than segments")
+        reasons.append(f"max_concurrency lowered to {total_segments}: no more at a time than there are segments")
         max_concurrency = total_segments
     return Plan(
         table=facts,

@@ -157,3 +157,33 @@ def summarize(run_dir: str | Path, elapsed_s: float, expected_segments: int) -> 
     ok = totals["failed"] == 0 and totals["failed_segments"] == 0
     totals["status"] = "SUCCEEDED" if ok else "INCOMPLETE"
     return totals
+
+
+def run_status(run_dir: str | Path) -> str:
+    """A few lines on a run folder: its dry run's verdict, the run's status and totals, its files."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise DdbnbError(f"{folder} is not a folder. Pass the run_dir that 02_dry_run and 03_migrate used.")
+    lines = [f"run folder {folder.resolve()}"]
+    dry_path, summary_path = folder / "dry_run.json", folder / "summary.json"
+    if dry_path.is_file():
+        dry = json.loads(dry_path.read_text())
+        lines.append(f"dry run: {dry.get('verdict', '?')} ({sum(dry.get('counts', {}).values())} items sampled)")
+    else:
+        lines.append("dry run: none (run 02_dry_run or `ddbnb dry-run` with this run folder)")
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        status = summary.get("status", "?")
+        if "scanned" in summary:
+            lines.append(
+                f"migration: {status}: scanned {summary['scanned']:,}, written {summary['written']:,}, "
+                f"unchanged {summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,}, "
+                f"{summary.get('failed_segments', 0)} failed segment(s), {summary.get('items_per_s', 0):,.0f} items/s"
+            )
+        else:
+            lines.append(f"migration: {status} (execution {summary.get('execution_arn', '?')})")
+    else:
+        lines.append("migration: not run (03_migrate with execute=True, or `ddbnb migrate --execute`)")
+    files = sorted(p.name for p in folder.iterdir() if p.suffix in (".ipynb", ".png"))
+    lines.append("files: " + (", ".join(files) if files else "none"))
+    return "\n".join(lines)

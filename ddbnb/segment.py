@@ -52,9 +52,9 @@ COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts",
 
 def validate_event(event: Mapping[str, Any]) -> None:
     """Raise InvalidParameterError when the event cannot be processed."""
-    params.check_name("table", event.get("table"))
+    params.check_table_name("table", event.get("table"))
     if event.get("destination") is not None:
-        params.check_name("destination", event.get("destination"))
+        params.check_table_name("destination", event.get("destination"))
     total = params.check_total_segments(event.get("total_segments"))
     params.check_int("segment", event.get("segment"), 0, total - 1)
     params.check_choice("write_mode", event.get("write_mode", "batch"), params.WRITE_MODES)

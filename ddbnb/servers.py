@@ -336,11 +336,27 @@ def _load_state() -> Sandbox | None:
     return Sandbox(*servers)
 
 
-def up(dynamodb_port: int = 0, moto_port: int = 0) -> Sandbox:
-    """Start the sandbox in the background and remember it for :func:`down`."""
+def up(dynamodb_port: int = 0, moto_port: int = 0) -> tuple[Sandbox, bool]:
+    """Start the sandbox in the background and remember it for :func:`down`.
+
+    Returns the sandbox and whether it was started now (False: one was already
+    running). Asking for ports other than those of the running sandbox raises
+    SandboxError, instead of pretending to start a second one.
+    """
     current = _load_state()
     if current is not None and current.dynamodb.alive() and current.moto.alive():
-        return current
+        wanted = {"DynamoDB Local": (dynamodb_port, current.dynamodb.port), "moto": (moto_port, current.moto.port)}
+        clashes = [
+            f"{name} on port {have} (asked for {asked})"
+            for name, (asked, have) in wanted.items()
+            if asked and asked != have
+        ]
+        if clashes:
+            raise SandboxError(
+                f"A sandbox is already running with {', '.join(clashes)}. Stop it with `ddbnb sandbox down` "
+                "first, or use it as it is."
+            )
+        return current, False
     if current is not None:
         down()
     running = start_sandbox(dynamodb_port, moto_port, log_dir=state_dir() / "logs")
@@ -349,17 +365,17 @@ def up(dynamodb_port: int = 0, moto_port: int = 0) -> Sandbox:
         for role, s in (("dynamodb", running.dynamodb), ("moto", running.moto))
     }
     _state_file().write_text(json.dumps(state, indent=1))
-    return running
+    return running, True
 
 
-def down() -> bool:
-    """Stop the servers :func:`up` started; return False when none were recorded."""
+def down() -> Sandbox | None:
+    """Stop the servers :func:`up` started; return them, or None when none were recorded."""
     current = _load_state()
     if current is None:
-        return False
+        return None
     current.stop()
     _state_file().unlink(missing_ok=True)
-    return True
+    return current
 
 
 def current() -> Sandbox:

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 
 from ddbnb import params
-from ddbnb.clients import client, describe_where
+from ddbnb.clients import QUICK_CONFIG, clear_errors, client, describe_where
 from ddbnb.exceptions import TableNotFoundError
 
 
@@ -30,10 +30,14 @@ class TableFacts:
         return self.size_bytes / self.item_count if self.item_count else 0.0
 
 
+@clear_errors
 def describe_table(table_name: str, boto3_session: boto3.Session | None = None) -> TableFacts:
-    """Describe ``table_name``, raising TableNotFoundError when it does not exist."""
-    params.check_name("table_name", table_name)
-    dynamodb = client("dynamodb", boto3_session)
+    """Describe ``table_name``, raising TableNotFoundError when it does not exist.
+
+    An endpoint that does not answer is reported at once (EndpointUnreachableError).
+    """
+    params.check_table_name("table_name", table_name)
+    dynamodb = client("dynamodb", boto3_session, config=QUICK_CONFIG)
     return table_facts(dynamodb, table_name)
 
 

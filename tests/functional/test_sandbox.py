@@ -79,11 +79,21 @@ def test_cli_up_env_down_stops_only_what_it_started(tmp_path):
         up = ddbnb("up")
         assert up.returncode == 0, up.stderr
         assert "export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:" in up.stdout
+        assert "sandbox started" in up.stderr
         assert ddbnb("env").stdout == up.stdout
         state = json.loads((tmp_path / "state.json").read_text())
         pids = [state["dynamodb"]["pid"], state["moto"]["pid"]]
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
-        assert ddbnb("down").returncode == 0
+        again = ddbnb("up")
+        assert again.returncode == 0 and "already running" in again.stderr and again.stdout == up.stdout
+        port = state["dynamodb"]["port"]
+        elsewhere = ddbnb("up", "--dynamodb-port", str(port + 1))
+        assert elsewhere.returncode == 2 and "started" not in elsewhere.stderr
+        assert f"DynamoDB Local on port {port} (asked for {port + 1})" in elsewhere.stderr
+        assert "ddbnb sandbox down" in elsewhere.stderr
+        stopped = ddbnb("down")
+        assert stopped.returncode == 0
+        assert f"stopped DynamoDB Local (port {port}, pid {pids[0]})" in stopped.stderr
         for pid in pids:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         missing = ddbnb("env")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +13,13 @@ import papermill
 import pytest
 
 import ddbnb
+from ddbnb.execute import execute
 from tests.conftest import scan_all, simple_item, spec
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def run(name: str, out_dir: Path, **parameters: Any) -> nbformat.NotebookNode:
     output = out_dir / f"{name}.ipynb"
-    papermill.execute_notebook(
-        NOTEBOOKS / f"{name}.ipynb",
-        output,
-        parameters=parameters,
-        kernel_name="python3",
-        cwd=str(NOTEBOOKS),
-        progress_bar=False,
-    )
+    execute(name, output, parameters)
     return nbformat.read(output, as_version=4)
 
 
@@ -45,7 +39,13 @@ def test_dry_run_migrate_and_results_notebooks(make_table, dynamodb, tmp_path):
     before = scan_all(dynamodb, table)
 
     dry = run(
-        "02_dry_run", tmp_path, table_name=table, transform=spec("by_kind"), sample_size=50, run_dir=str(tmp_path)
+        "02_dry_run",
+        tmp_path,
+        table_name=table,
+        transform=spec("by_kind"),
+        sample_size=50,
+        run_dir=str(tmp_path),
+        fail_on_unsafe=False,
     )
     assert scan_all(dynamodb, table) == before  # a dry run writes nothing
     report = json.loads((tmp_path / "dry_run.json").read_text())
@@ -67,6 +67,7 @@ def test_dry_run_migrate_and_results_notebooks(make_table, dynamodb, tmp_path):
             total_segments=3,
             max_concurrency=2,
             run_dir=str(tmp_path),
+            max_failed_share=0.2,
         )
     assert info.value.ename == "RunIncompleteError"
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -110,3 +111,148 @@ def test_deploy_notebook_creates_the_stack_in_the_sandbox(make_table, tmp_path):
         assert "StateMachineArn" in text and "nb-deploy-migration" in text and "ResultsBucketName" in text
     finally:
         ddbnb.delete_stack("nb-deploy", progress=False)
+
+
+def table_digest(dynamodb: Any, table: str) -> str:
+    """A hash of every item of the table: equal before and after means nothing was written."""
+    items = scan_all(dynamodb, table)
+    return hashlib.sha256(repr(sorted(items.items())).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("value", ["False", "false", "True", 0])
+def test_execute_given_as_a_string_never_writes(make_table, dynamodb, tmp_path, value):
+    table = make_table([simple_item(i) for i in range(60)])
+    before = table_digest(dynamodb, table)
+    run("02_dry_run", tmp_path, table_name=table, transform=spec("set_flag"), run_dir=str(tmp_path))
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run("03_migrate", tmp_path, table_name=table, transform=spec("set_flag"), execute=value, run_dir=str(tmp_path))
+    assert info.value.ename == "InvalidParameterError"
+    assert "-p execute True" in info.value.evalue
+    assert table_digest(dynamodb, table) == before
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_an_edited_transform_is_refused_after_a_dry_run_of_the_old_code(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i) for i in range(80)])
+    mine = tmp_path / "mine.py"
+    mine.write_text("def fn(item):\n    item['flag'] = 'v2'\n    return item\n")
+    run_dir = tmp_path / "run"
+    run("02_dry_run", tmp_path, table_name=table, transform=f"{mine}:fn", run_dir=str(run_dir))
+    recorded = json.loads((run_dir / "dry_run.json").read_text())
+    assert recorded["table"] == table and len(recorded["transform_sha256"]) == 64
+    mine.write_text("def fn(item):\n    return None\n")  # now it deletes everything
+    before = table_digest(dynamodb, table)
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run("03_migrate", tmp_path, table_name=table, transform=f"{mine}:fn", execute=True, run_dir=str(run_dir))
+    assert info.value.ename == "DryRunRequiredError"
+    assert "changed since the dry run" in info.value.evalue and "02_dry_run" in info.value.evalue
+    assert table_digest(dynamodb, table) == before
+
+    with pytest.raises(papermill.PapermillExecutionError) as info:  # a run folder without a dry run
+        run("03_migrate", tmp_path, table_name=table, transform=f"{mine}:fn", execute=True, run_dir=str(tmp_path / "x"))
+    assert info.value.ename == "DryRunRequiredError" and "dry_run.json is missing" in info.value.evalue
+    assert not (tmp_path / "x").exists()
+
+    run("02_dry_run", tmp_path, table_name=table, transform=f"{mine}:fn", run_dir=str(run_dir))
+    run("03_migrate", tmp_path, table_name=table, transform=f"{mine}:fn", execute=True, run_dir=str(run_dir))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["deleted"] == 80 and summary["require_dry_run"] is True
+    assert (
+        summary["dry_run"]["transform_sha256"] == json.loads((run_dir / "dry_run.json").read_text())["transform_sha256"]
+    )
+
+
+def test_require_dry_run_false_is_recorded(make_table, tmp_path):
+    table = make_table([simple_item(i) for i in range(30)])
+    run(
+        "03_migrate",
+        tmp_path,
+        table_name=table,
+        transform=spec("set_flag"),
+        execute=True,
+        run_dir=str(tmp_path / "run"),
+        require_dry_run=False,
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["require_dry_run"] is False and summary["dry_run"] is None and summary["written"] == 30
+
+
+def test_a_partly_failing_transform_stops_before_the_first_write_and_says_how_many(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i, "raise" if i % 5 == 0 else "change") for i in range(200)])  # 20% raise
+    run(
+        "02_dry_run", tmp_path, table_name=table, transform=spec("by_kind"), run_dir=str(tmp_path), fail_on_unsafe=False
+    )
+    before = table_digest(dynamodb, table)
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run("03_migrate", tmp_path, table_name=table, transform=spec("by_kind"), execute=True, run_dir=str(tmp_path))
+    assert info.value.ename == "TransformRejectedError"
+    failed, checked = re.search(r"on (\d+) of (\d+) sampled", info.value.evalue).groups()  # type: ignore[union-attr]
+    assert int(checked) == 25 and 0 < int(failed) < 25
+    assert "ValueError" in info.value.evalue and "max_failed_share=" in info.value.evalue
+    assert table_digest(dynamodb, table) == before
+
+    with pytest.raises(papermill.PapermillExecutionError) as info:  # tolerated: the run goes on, failures recorded
+        run(
+            "03_migrate",
+            tmp_path,
+            table_name=table,
+            transform=spec("by_kind"),
+            execute=True,
+            run_dir=str(tmp_path),
+            max_failed_share=0.5,
+        )
+    assert info.value.ename == "RunIncompleteError"
+    out = text_of(nbformat.read(tmp_path / "03_migrate.ipynb", as_version=4))
+    assert f"pre-flight: {failed} of 25 sampled item(s) failed" in out and "ran cleanly" not in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["failed"], summary["written"]) == (40, 160)
+    assert summary["preflight"] == {"checked": 25, "failed": int(failed)}
+
+
+def test_the_dry_run_notebook_fails_on_a_not_safe_verdict_after_saving_its_report(make_table, tmp_path):
+    table = make_table([simple_item(i, "raise" if i % 2 else "change") for i in range(40)])
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run("02_dry_run", tmp_path, table_name=table, transform=spec("by_kind"), run_dir=str(tmp_path))
+    assert info.value.ename == "UnsafeDryRunError" and "NOT SAFE" in info.value.evalue
+    assert "fail_on_unsafe=False" in info.value.evalue
+    assert json.loads((tmp_path / "dry_run.json").read_text())["safe"] is False
+    run("02_dry_run", tmp_path, table_name=table, transform=spec("by_kind"), fail_on_unsafe=False)
+
+
+def test_a_missing_stack_is_named_at_plan_time_with_no_run_folder_left(make_table, tmp_path):
+    table = make_table([simple_item(1)])
+    run_dir = tmp_path / "never"
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run(
+            "03_migrate",
+            tmp_path,
+            table_name=table,
+            transform=spec("bump"),
+            engine="aws",
+            stack_name="no-such-stack",
+            run_dir=str(run_dir),
+        )
+    assert info.value.ename == "StackNotFoundError"
+    assert "no-such-stack" in info.value.evalue and "01_deploy" in info.value.evalue
+    assert len(info.value.traceback) == 1 and not run_dir.exists()
+
+
+def test_progress_is_plain_lines_under_papermill(make_table, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDBNB_PROGRESS_INTERVAL", "0")  # the kernel inherits it: a line per update
+    table = make_table([simple_item(i) for i in range(300)])
+    run("02_dry_run", tmp_path, table_name=table, transform=spec("set_flag"), run_dir=str(tmp_path))
+    notebook = run(
+        "03_migrate",
+        tmp_path,
+        table_name=table,
+        transform=spec("set_flag"),
+        execute=True,
+        run_dir=str(tmp_path),
+        total_segments=3,
+        max_concurrency=2,
+    )
+    streams = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    lines = "".join(o["text"] for o in streams).splitlines()
+    assert any(line.startswith("scanned: 300") and "segments 3/3" in line for line in lines), lines
+    widgets = [o for c in notebook.cells for o in c.get("outputs", []) if "widget" in json.dumps(o.get("data", {}))]
+    assert widgets == [] and not any("\r" in line for line in lines)

@@ -9,7 +9,7 @@ import pytest
 
 from ddbnb import exceptions, params
 from ddbnb.diff import diff_items
-from ddbnb.transforms import load_transform
+from ddbnb.transforms import load_transform, transform_digest
 from tests.conftest import TRANSFORMS
 
 
@@ -38,6 +38,54 @@ def test_a_transform_file_that_fails_to_import_names_the_error(tmp_path):
         load_transform(f"{broken}:fn")
 
 
+def test_an_edited_transform_file_is_loaded_again(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("def fn(item):\n    return {**item, 'v': 1}\n")
+    first = transform_digest(f"{path}:fn")
+    assert load_transform(f"{path}:fn")({})["v"] == 1
+    path.write_text("def fn(item):\n    return {**item, 'v': 2}\n")  # same size, same second
+    assert load_transform(f"{path}:fn")({})["v"] == 2
+    assert transform_digest(f"{path}:fn") != first
+
+
+def test_an_edited_transform_module_is_reloaded(tmp_path, monkeypatch):
+    (tmp_path / "edited_mod.py").write_text("def fn(item):\n    return 'old'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_transform("edited_mod:fn")({}) == "old"
+    (tmp_path / "edited_mod.py").write_text("def fn(item):\n    return 'new'\n")
+    assert load_transform("edited_mod:fn")({}) == "new"
+
+
+@pytest.mark.parametrize("value", ["False", "false", "True", 0, 1, None, "no"])
+def test_a_boolean_parameter_must_be_a_real_bool(value):
+    with pytest.raises(exceptions.InvalidParameterError, match="-p execute True"):
+        params.check_bool("execute", value)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_real_bools_pass(value):
+    assert params.check_bool("execute", value) is value
+
+
+@pytest.mark.parametrize("value", ["ab", "x" * 256, "has space", "a/b", "", None, 12, "ünï"])
+def test_table_names_follow_dynamodbs_rules(value):
+    with pytest.raises(exceptions.InvalidParameterError, match="3 to 255 characters"):
+        params.check_table_name("table_name", value)
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "demo-orders", "A_b.c-9", "x" * 255, "arn:aws:dynamodb:eu-west-1:123456789012:table/orders"]
+)
+def test_valid_table_names_and_arns_pass(value):
+    assert params.check_table_name("table_name", value) == value
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.2", True])
+def test_shares_are_from_0_to_1(value):
+    with pytest.raises(exceptions.InvalidParameterError, match="share from 0 to 1"):
+        params.check_share("max_failed_share", value)
+
+
 @pytest.mark.parametrize("value", [0, -1, 1_000_001, 1.5, "8", True, None])
 def test_total_segments_outside_the_range_is_refused(value):
     with pytest.raises(exceptions.InvalidParameterError, match="total_segments"):
@@ -55,7 +103,13 @@ def test_total_segments_bounds_are_accepted(value):
         exceptions.InvalidParameterError("total_segments", 0, "a whole number"),
         exceptions.TableNotFoundError("t", "http://x"),
         exceptions.TransformLoadError("a:b", "reason"),
-        exceptions.TransformRejectedError("a:b", {"pk": 1}, "raised"),
+        exceptions.TransformRejectedError("a:b", 7, 25, 0.0, {"pk": 1}, "raised"),
+        exceptions.DryRunRequiredError("/runs/x", "dry_run.json is missing"),
+        exceptions.UnsafeDryRunError("NOT SAFE to run", "/runs/x"),
+        exceptions.StackNotFoundError("s", "http://x"),
+        exceptions.EndpointUnreachableError("http://127.0.0.1:1", "start it"),
+        exceptions.NotLocalEndpointError("Seeding", "https://dynamodb.us-east-1.amazonaws.com"),
+        exceptions.TableExistsError("t"),
         exceptions.RunIncompleteError("/runs/x", 3, 1),
         exceptions.JavaNotFoundError("no java"),
         exceptions.ServerDiedError("DynamoDB Local", "exited", "tail"),

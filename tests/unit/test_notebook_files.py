@@ -11,12 +11,25 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 CONTRACT = {
     "01_deploy": {"stack_name", "table_name", "transform", "destination_table_name", "lambda_memory_mb"},
-    "02_dry_run": {"table_name", "transform", "sample_size", "run_dir", "seed"},
+    "02_dry_run": {
+        "table_name",
+        "transform",
+        "sample_size",
+        "run_dir",
+        "seed",
+        "destination_table_name",
+        "engine",
+        "stack_name",
+        "fail_on_unsafe",
+    },
     "03_migrate": {
         "table_name",
         "transform",
         "engine",
         "execute",
+        "require_dry_run",
+        "max_failed_share",
+        "destination_table_name",
         "total_segments",
         "max_concurrency",
         "write_mode",
