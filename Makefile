@@ -32,6 +32,7 @@ lint: setup
 	$(BIN)/ruff check ddbnb tests lambda bench
 	$(BIN)/ruff format --check ddbnb tests lambda bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -27,9 +27,9 @@ def _cpu() -> float:
 
 # -- raw BatchWriteItem ------------------------------------------------------------------------------------
 def _writer(args: tuple[str, int, int, int, int, Any]) -> tuple[int, float]:
-    from ddbnb.demo import demo_item
-    from ddbnb.wire import WireClient
-    from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
+    from ddbnb.emulation.demo import demo_item
+    from ddbnb.worker.wire import WireClient
+    from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
 
     table, start, stop, threads, seed, go = args
     rng = random.Random(seed * 1_000_003 + start)
@@ -68,7 +68,7 @@ def write(table: str, items: int, processes: int, threads: int, seed: int = 7) -
 
 # -- raw parallel Scan -------------------------------------------------------------------------------------
 def _scanner(args: tuple[str, int, int]) -> int:
-    from ddbnb.wire import WireClient
+    from ddbnb.worker.wire import WireClient
 
     table, segment, total = args
     client, count, cursor = WireClient(), 0, None

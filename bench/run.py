@@ -26,9 +26,9 @@ import boto3
 import psutil
 
 from bench import sampling
-from ddbnb.demo import create_demo_table
-from ddbnb.servers import Server, find_java, start_dynamodb_local
-from ddbnb.wire import WireClient
+from ddbnb.emulation.demo import create_demo_table
+from ddbnb.emulation.servers import Server, find_java, start_dynamodb_local
+from ddbnb.worker.wire import WireClient
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

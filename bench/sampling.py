@@ -6,11 +6,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ddbnb.clients import client
-from ddbnb.demo import create_demo_table
-from ddbnb.sample import sample_items
-from ddbnb.wire import WireClient
-from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
+from ddbnb.emulation.demo import create_demo_table
+from ddbnb.insight.sample import sample_items
+from ddbnb.worker.clients import client
+from ddbnb.worker.wire import WireClient
+from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
 
 TABLE = "bench-sampling"
 TABLE_ITEMS = 200_000
@@ -55,7 +55,7 @@ if __name__ == "__main__":  # on its own: python -m bench.sampling (make bench r
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from ddbnb.servers import sandbox
+    from ddbnb.emulation.servers import sandbox
 
     with sandbox():
         seed_table()

@@ -1,15 +1,15 @@
 """The public API: everything the notebooks and users call."""
 
-from ddbnb.charts import plot_durations, plot_throughput, plot_timeline
-from ddbnb.demo import seed_demo_table
-from ddbnb.deploy import delete_stack, deploy_stack, stack_outputs
+from ddbnb.control.deploy import delete_stack, deploy_stack, stack_outputs
 from ddbnb.dryrun import DryRun, dry_run
+from ddbnb.emulation.demo import seed_demo_table
+from ddbnb.emulation.servers import sandbox
+from ddbnb.insight.charts import plot_durations, plot_throughput, plot_timeline
+from ddbnb.insight.results import load_failures, load_results
 from ddbnb.migrate import migrate, redrive
 from ddbnb.plan import Plan, plan_migration
-from ddbnb.results import load_failures, load_results
-from ddbnb.segment import process_segment
-from ddbnb.servers import sandbox
-from ddbnb.tables import describe_table
+from ddbnb.worker.segment import process_segment
+from ddbnb.worker.tables import describe_table
 
 __all__ = [
     "DryRun",

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ddbnb import servers
+from ddbnb.emulation import servers
 from ddbnb.exceptions import DdbnbError
 
 EPILOG = """The flow: ddbnb sandbox up; eval "$(ddbnb sandbox env)"; ddbnb seed; ddbnb dry-run TABLE TRANSFORM
@@ -111,11 +111,11 @@ def _run(args: argparse.Namespace) -> None:
     from ddbnb.execute import run_notebook
 
     if args.command == "demo":
-        from ddbnb.demo import run_demo
+        from ddbnb.execute import run_demo
 
         run_demo(items=args.items)
     elif args.command == "seed":
-        from ddbnb.demo import seed_demo_table
+        from ddbnb.emulation.demo import seed_demo_table
 
         seed_demo_table(args.table, args.items, seed=args.seed, replace=args.replace)
         print(f"seeded {args.items:,} items into {args.table}", file=sys.stderr)
@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> None:
         folder = str(Path(args.run_dir).resolve())
         run_notebook("04_results", folder, {"run_dir": folder}, log_output=True)
     elif args.command == "status":
-        from ddbnb.results import run_status
+        from ddbnb.insight.results import run_status
 
         print(run_status(args.run_dir))
     else:

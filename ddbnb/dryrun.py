@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.clients import clear_errors, client
-from ddbnb.diff import diff_items
-from ddbnb.estimate import Estimate, estimate
-from ddbnb.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.exceptions import UnsafeDryRunError
-from ddbnb.items import deserialize, format_key, item_size, matches
+from ddbnb.insight.diff import diff_items
+from ddbnb.insight.estimate import Estimate, estimate
+from ddbnb.insight.sample import sample_items
 from ddbnb.plan import Plan, choose_segments, plan_migration
-from ddbnb.sample import sample_items
-from ddbnb.transforms import Transform, load_transform, transform_digest
+from ddbnb.worker import params
+from ddbnb.worker.clients import clear_errors, client
+from ddbnb.worker.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
+from ddbnb.worker.items import deserialize, format_key, item_size, matches
+from ddbnb.worker.transforms import Transform, load_transform, transform_digest
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,4 +1,4 @@
-"""Execute the notebooks headless with papermill, into a run folder.
+"""Execute the notebooks headless with papermill, into a run folder; and the demo that does it.
 
 The demo and the ``ddbnb`` command both go through :func:`run_notebook`, so every
 path leaves the same audit record: the executed notebooks beside the JSON
@@ -7,16 +7,18 @@ results and charts they wrote.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ddbnb.emulation.demo import DEMO_TABLE, DEMO_TRANSFORM, seed_demo_table
+from ddbnb.emulation.servers import sandbox
 from ddbnb.exceptions import DdbnbError
-from ddbnb.servers import project_root
-
-NOTEBOOKS = project_root() / "notebooks"
+from ddbnb.paths import NOTEBOOKS, PROJECT_ROOT
 
 
 def _show_cell_output() -> None:
@@ -74,3 +76,35 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict[str, Any], *, 
         ) from None
     print(f"notebooks/{name}.ipynb done in {time.monotonic() - started:.1f} s: {output}", file=sys.stderr)
     return output
+
+
+def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[str, Any]:
+    """Start the sandbox, seed the demo table, run notebooks 01 to 04, then stop the sandbox.
+
+    01 deploys the stack to the sandbox's moto server; 03 migrates with the local engine.
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = (Path(runs_dir) if runs_dir else PROJECT_ROOT / "runs") / f"demo-{stamp}"
+    run_dir.mkdir(parents=True)
+    transform = str(PROJECT_ROOT / DEMO_TRANSFORM)
+    with sandbox() as running:
+        print(f"sandbox: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}")
+        seed_demo_table(DEMO_TABLE, items)
+        out = str(run_dir)
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("01_deploy", {"stack_name": "ddbnb-demo", "table_name": DEMO_TABLE, "transform": transform}),
+            ("02_dry_run", {"table_name": DEMO_TABLE, "transform": transform, "sample_size": 100, "run_dir": out}),
+            ("03_migrate", {"table_name": DEMO_TABLE, "transform": transform, "execute": True, "run_dir": out}),
+            ("04_results", {"run_dir": out}),
+        ]
+        for name, parameters in steps:
+            print(f"running notebooks/{name}.ipynb ...", flush=True)
+            run_notebook(name, run_dir, parameters)
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    charts = sorted(str(p) for p in run_dir.glob("*.png"))
+    print(
+        f"\nMigrated {summary['scanned']:,} items ({summary['written']:,} written, "
+        f"{summary['unchanged']:,} unchanged, {summary['deleted']:,} deleted, {summary['failed']:,} failed) "
+        f"at {summary['items_per_s']:,.0f} items/s.\nRun folder: {run_dir}\nCharts:\n  " + "\n  ".join(charts)
+    )
+    return summary

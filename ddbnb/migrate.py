@@ -12,19 +12,20 @@ from typing import Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.clients import clear_errors, client
-from ddbnb.deploy import stack_outputs
-from ddbnb.engine_aws import fetch_results, start_run, wait_run
-from ddbnb.engine_aws import redrive as engine_redrive
-from ddbnb.engine_local import INVOCATION_SECONDS, run_local
-from ddbnb.evaluate import FAILED, evaluate
+from ddbnb.control.deploy import stack_outputs
+from ddbnb.engines.aws import fetch_results, start_run, wait_run
+from ddbnb.engines.aws import redrive as engine_redrive
+from ddbnb.engines.local import INVOCATION_SECONDS, run_local
+from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import DdbnbError, DryRunRequiredError, RunIncompleteError, TransformRejectedError
-from ddbnb.items import format_key
+from ddbnb.insight.results import summarize
+from ddbnb.insight.sample import sample_items
 from ddbnb.plan import Plan
-from ddbnb.results import summarize, write_results
-from ddbnb.sample import sample_items
-from ddbnb.transforms import load_transform, transform_digest
+from ddbnb.worker import params
+from ddbnb.worker.clients import clear_errors, client
+from ddbnb.worker.evaluate import FAILED, evaluate
+from ddbnb.worker.items import format_key
+from ddbnb.worker.transforms import load_transform, transform_digest
 
 #: Items the pre-flight check runs the transform on before anything is written.
 PREFLIGHT_ITEMS = 25

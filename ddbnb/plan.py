@@ -9,12 +9,12 @@ from typing import Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.clients import clear_errors
-from ddbnb.deploy import stack_outputs
+from ddbnb.control.deploy import stack_outputs
 from ddbnb.exceptions import InvalidParameterError
-from ddbnb.tables import TableFacts, describe_table
-from ddbnb.transforms import load_transform
+from ddbnb.worker import params
+from ddbnb.worker.clients import clear_errors
+from ddbnb.worker.tables import TableFacts, describe_table
+from ddbnb.worker.transforms import load_transform
 
 #: Bytes of table one segment should cover at most.
 SEGMENT_BYTES = 64 * 1024 * 1024

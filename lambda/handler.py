@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from ddbnb.lambda_entry import handle
+from ddbnb.worker.lambda_entry import handle
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -11,11 +11,11 @@ import boto3
 import pytest
 
 import ddbnb
-from ddbnb.clients import client
-from ddbnb.items import deserialize
-from ddbnb.servers import Sandbox
-from ddbnb.wire import WireClient
-from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
+from ddbnb.emulation.servers import Sandbox
+from ddbnb.worker.clients import client
+from ddbnb.worker.items import deserialize
+from ddbnb.worker.wire import WireClient
+from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRANSFORMS = FIXTURES / "transforms.py"

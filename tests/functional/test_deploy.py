@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ddbnb import delete_stack, deploy_stack
-from ddbnb.clients import client
 from ddbnb.exceptions import DeployError, InvalidParameterError
+from ddbnb.worker.clients import client
 from tests.conftest import TRANSFORMS, simple_item
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from ddbnb import process_segment
-from ddbnb.clients import client
-from ddbnb.wire import WireClient
-from ddbnb.writes import Backoff, write_batch
+from ddbnb.worker.clients import client
+from ddbnb.worker.wire import WireClient
+from ddbnb.worker.writes import Backoff, write_batch
 from tests.conftest import scan_all, simple_item, spec
 
 

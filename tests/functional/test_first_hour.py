@@ -7,7 +7,8 @@ import time
 import pytest
 
 import ddbnb
-from ddbnb.demo import DEMO_TABLE
+from ddbnb.emulation.demo import DEMO_TABLE
+from ddbnb.emulation.servers import _free_port
 from ddbnb.exceptions import (
     EndpointUnreachableError,
     InvalidParameterError,
@@ -15,7 +16,6 @@ from ddbnb.exceptions import (
     TableExistsError,
 )
 from ddbnb.plan import choose_segments
-from ddbnb.servers import _free_port
 from tests.conftest import scan_all, simple_item, spec
 
 

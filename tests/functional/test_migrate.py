@@ -7,7 +7,8 @@ import json
 import pytest
 
 import ddbnb
-from ddbnb.engine_local import run_local
+from ddbnb.engines.local import run_local
+from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import (
     InvalidParameterError,
     RunIncompleteError,
@@ -15,7 +16,6 @@ from ddbnb.exceptions import (
     TransformLoadError,
     TransformRejectedError,
 )
-from ddbnb.results import write_results
 from tests.conftest import scan_all, simple_item, spec
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ddbnb.control.package import build_lambda_package
 from ddbnb.exceptions import TransformLoadError
-from ddbnb.package import build_lambda_package
 from tests.conftest import scan_all, simple_item, spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +29,9 @@ def test_the_build_is_deterministic_and_keyed_by_content(tmp_path):
     assert build_lambda_package(f"{changed}:bump").key != first.key
     names = zipfile.ZipFile(__import__("io").BytesIO(first.data)).namelist()
     assert names == sorted(names)
-    assert "handler.py" in names and "ddbnb/segment.py" in names and "transforms/transforms.py" in names
-    assert "ddbnb/dryrun.py" not in names and "ddbnb/charts.py" not in names
+    assert "handler.py" in names and "ddbnb/worker/segment.py" in names and "transforms/transforms.py" in names
+    worker = {f"ddbnb/{p.relative_to(ROOT / 'ddbnb').as_posix()}" for p in (ROOT / "ddbnb/worker").rglob("*.py")}
+    assert {n for n in names if n.startswith("ddbnb/")} == {"ddbnb/__init__.py", "ddbnb/exceptions.py", *worker}
 
 
 def test_a_module_transform_is_packaged_with_its_package():

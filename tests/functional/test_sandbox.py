@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ddbnb.clients import client
+from ddbnb.emulation.servers import Sandbox, find_java, start_sandbox
 from ddbnb.exceptions import DynamoDBLocalMissingError, JavaNotFoundError, PortInUseError, ServerDiedError
-from ddbnb.servers import Sandbox, find_java, start_sandbox
+from ddbnb.worker.clients import client
 
 BIN = Path(sys.executable).parent
 

@@ -6,7 +6,7 @@ moto workarounds, all in this file (see shared/DESIGN.md):
   ignores `Definition` objects: the test creates the machine from the template's Definition itself,
   with the DefinitionSubstitutions applied.
 - moto's Lambda runs no code without Docker: its simple backend's `invoke` is patched, in this process,
-  to run the real handler (`lambda/handler.py` through ddbnb.lambda_entry) against DynamoDB Local. That
+  to run the real handler (`lambda/handler.py` through ddbnb.worker.lambda_entry) against DynamoDB Local. That
   is why this test starts its own in-process ThreadedMotoServer instead of the sandbox's.
 - moto's interpreter sends the `aws-sdk:dynamodb:*` tasks to moto's own DynamoDB, not to DynamoDB Local:
   the table is created in both, moto's copy provisioned, so the pre-warm and restore branches run.
@@ -27,7 +27,8 @@ import boto3
 import pytest
 from cfnlint.decode import decode
 
-from ddbnb import engine_aws, lambda_entry
+from ddbnb.engines import aws as engine_aws
+from ddbnb.worker import lambda_entry
 from tests.conftest import scan_all, simple_item
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "migration.yaml"

@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from ddbnb import exceptions, params
-from ddbnb.diff import diff_items
-from ddbnb.transforms import load_transform, transform_digest
+from ddbnb import exceptions
+from ddbnb.insight.diff import diff_items
+from ddbnb.worker import params
+from ddbnb.worker.transforms import load_transform, transform_digest
 from tests.conftest import TRANSFORMS
 
 

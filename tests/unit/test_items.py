@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
-from ddbnb.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
-from ddbnb.items import ItemTypeError, deserialize, format_key, item_size, matches, serialize
+from ddbnb.worker.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
+from ddbnb.worker.items import ItemTypeError, deserialize, format_key, item_size, matches, serialize
 
 PYTHON_ITEM = {
     "pk": "user#1",

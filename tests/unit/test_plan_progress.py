@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from ddbnb.estimate import format_duration
+from ddbnb.insight.estimate import format_duration
 from ddbnb.plan import choose_segments
 from ddbnb.progress import LineProgress, progress_mode
-from ddbnb.tables import TableFacts
+from ddbnb.worker.tables import TableFacts
 
 
 def facts(items: int, item_bytes: int = 1_000) -> TableFacts:

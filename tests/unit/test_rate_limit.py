@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddbnb.writes import Backoff, RateLimiter
+from ddbnb.worker.writes import Backoff, RateLimiter
 
 
 def test_a_rate_spaces_writes_out():

@@ -29,13 +29,13 @@ from typing import Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.evaluate import DELETE, PUT, UNCHANGED, evaluate
-from ddbnb.items import deserialize, format_key
-from ddbnb.tables import table_facts
-from ddbnb.transforms import load_transform
-from ddbnb.wire import WireClient
-from ddbnb.writes import BATCH_SIZE, Backoff, RateLimiter, Request, WriteOutcome, write_batch
+from ddbnb.worker import params
+from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, evaluate
+from ddbnb.worker.items import deserialize, format_key
+from ddbnb.worker.tables import table_facts
+from ddbnb.worker.transforms import load_transform
+from ddbnb.worker.wire import WireClient
+from ddbnb.worker.writes import BATCH_SIZE, Backoff, RateLimiter, Request, WriteOutcome, write_batch
 
 #: At most this many failures are listed per segment; the ``failed`` count is exact.
 MAX_FAILURES = 100

@@ -14,23 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddbnb.exceptions import TransformLoadError
-from ddbnb.servers import project_root
-from ddbnb.transforms import load_transform
+from ddbnb.paths import LAMBDA_SOURCE
+from ddbnb.worker.transforms import lambda_transform_spec, load_transform
 
-#: The modules the segment worker needs; they import only the standard library and boto3.
-WORKER_MODULES = (
-    "clients",
-    "evaluate",
-    "exceptions",
-    "items",
-    "lambda_entry",
-    "params",
-    "segment",
-    "tables",
-    "transforms",
-    "wire",
-    "writes",
-)
+#: The Lambda takes the worker folder whole, plus the one exception hierarchy it raises.
+#: The import contracts (``.importlinter``) keep both to the standard library and boto3.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+WORKER = PACKAGE_ROOT / "worker"
+SHARED = ("exceptions.py",)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -66,7 +57,7 @@ def _transform_files(spec: str) -> tuple[dict[str, bytes], str]:
     if target.endswith(".py"):
         path = Path(target).expanduser().resolve()
         return {f"transforms/{path.name}": path.read_bytes()}, lambda_transform_spec(spec)
-    root = project_root() / "lambda"
+    root = LAMBDA_SOURCE
     relative = Path(*target.split("."))
     for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
         if candidate.is_file():
@@ -79,21 +70,14 @@ def _transform_files(spec: str) -> tuple[dict[str, bytes], str]:
     raise TransformLoadError(spec, f"the module is not under {root}, so it cannot be packaged; name it by file path")
 
 
-def lambda_transform_spec(transform: str) -> str:
-    """The name ``transform`` has inside the Lambda package (files move to ``transforms/``)."""
-    target, _, function = transform.rpartition(":")
-    if target.endswith(".py"):
-        return f"transforms.{Path(target).stem}:{function}"
-    return transform
-
-
 def build_lambda_package(transform: str) -> LambdaPackage:
-    """Zip lambda/handler.py, the worker modules of ddbnb and the transform, deterministically."""
-    package = Path(__file__).resolve().parent
-    files = {"handler.py": (project_root() / "lambda" / "handler.py").read_bytes()}
+    """Zip lambda/handler.py, the ``ddbnb/worker`` folder (with ``ddbnb/exceptions.py``) and the transform."""
+    files = {"handler.py": (LAMBDA_SOURCE / "handler.py").read_bytes()}
     files["ddbnb/__init__.py"] = b'"""ddbnb segment worker (Lambda package)."""\n'
-    for module in WORKER_MODULES:
-        files[f"ddbnb/{module}.py"] = (package / f"{module}.py").read_bytes()
+    for name in SHARED:
+        files[f"ddbnb/{name}"] = (PACKAGE_ROOT / name).read_bytes()
+    for path in sorted(WORKER.rglob("*.py")):
+        files[f"ddbnb/{path.relative_to(PACKAGE_ROOT).as_posix()}"] = path.read_bytes()
     transform_files, packaged_spec = _transform_files(transform)
     files.update(transform_files)
     buffer = io.BytesIO()

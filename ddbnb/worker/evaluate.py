@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ddbnb.items import ItemTypeError, deserialize, item_size, matches, serialize
+from ddbnb.worker.items import ItemTypeError, deserialize, item_size, matches, serialize
 
 #: DynamoDB's item size limit.
 MAX_ITEM_BYTES = 400 * 1024

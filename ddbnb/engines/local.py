@@ -1,9 +1,9 @@
 """The local engine: every segment in a process pool, with the state machine's cursor loop.
 
-Each segment runs :func:`ddbnb.segment.process_segment` repeatedly, passing the
+Each segment runs :func:`ddbnb.worker.segment.process_segment` repeatedly, passing the
 previous result back as ``totals`` while it returns a cursor, exactly as the
 Step Functions child workflow loops on its Lambda. The outcomes are shaped like
-Distributed Map child executions so :mod:`ddbnb.results` writes the same files.
+Distributed Map child executions so :mod:`ddbnb.insight.results` writes the same files.
 """
 
 from __future__ import annotations
@@ -13,32 +13,19 @@ import queue
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import boto3
 
+from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.progress import progress_bar
-from ddbnb.segment import process_segment
+from ddbnb.worker.segment import process_segment
 
 #: The Lambda limit; the local engine hands each invocation the same budget.
 INVOCATION_SECONDS = 900.0
 
 _progress: Any = None
-
-
-@dataclass
-class ChildOutcome:
-    """One segment's run, shaped like a Distributed Map child execution."""
-
-    event: dict[str, Any]
-    status: str
-    started_at: str
-    stopped_at: str
-    output: dict[str, Any] | None = None
-    error: str = ""
-    cause: str = ""
 
 
 def _now() -> str:

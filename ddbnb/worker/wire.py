@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from ddbnb.clients import CONFIG, client
+from ddbnb.worker.clients import CONFIG, client
 
 #: botocore's own validation is skipped: ddbnb builds the bodies itself.
 WIRE_CONFIG = CONFIG.merge(Config(parameter_validation=False))

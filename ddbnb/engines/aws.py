@@ -15,10 +15,10 @@ from typing import Any
 
 import boto3
 
-from ddbnb.clients import client
 from ddbnb.exceptions import DdbnbError
-from ddbnb.package import lambda_transform_spec
 from ddbnb.progress import progress_bar
+from ddbnb.worker.clients import client
+from ddbnb.worker.transforms import lambda_transform_spec
 
 #: Seconds between status polls.
 POLL_S = 5.0

@@ -7,9 +7,9 @@ from typing import Any
 
 import boto3
 
-from ddbnb import params
-from ddbnb.clients import QUICK_CONFIG, clear_errors, client, describe_where
 from ddbnb.exceptions import TableNotFoundError
+from ddbnb.worker import params
+from ddbnb.worker.clients import QUICK_CONFIG, clear_errors, client, describe_where
 
 
 @dataclass(frozen=True)

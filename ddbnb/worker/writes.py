@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ddbnb.wire import WireClient
+from ddbnb.worker.wire import WireClient
 
 BATCH_SIZE = 25
 THROTTLE_CODES = frozenset(

@@ -1,0 +1,1 @@
+"""Insight: what a transform would do and what a run did (sampling, diffs, estimates, results, charts)."""
