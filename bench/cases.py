@@ -95,12 +95,12 @@ def scan(table: str, segments: int, processes: int) -> dict[str, Any]:
 
 
 # -- ddbnb -------------------------------------------------------------------------------------------------
-def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0) -> dict[str, Any]:
+def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0, mode: str = "batch") -> dict[str, Any]:
     """The migration through the public API, with the plan ddbnb chooses (unless told)."""
     import ddbnb
 
     plan = ddbnb.plan_migration(
-        table, "bench/transforms.py:set_flag", total_segments=segments, max_concurrency=processes
+        table, "bench/transforms.py:set_flag", total_segments=segments, max_concurrency=processes, write_mode=mode
     )
     started = time.perf_counter()
     summary = ddbnb.migrate(
@@ -187,6 +187,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--processes", type=int, default=0, help="0: ddbnb chooses")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--segments", type=int, default=0, help="0: ddbnb chooses")
+    parser.add_argument("--mode", default="batch", choices=["batch", "conditional"], help="ddbnb's write mode")
     args = parser.parse_args(argv)
     cpu_before = _cpu()
     if args.case == "write":
@@ -195,7 +196,10 @@ def main(argv: list[str]) -> None:
         result = scan(args.table, args.segments, args.processes)
     elif args.case == "ddbnb":
         result = ddbnb_migrate(
-            args.table, args.segments if args.segments != 4 else 0, args.processes if args.processes != 2 else 0
+            args.table,
+            args.segments if args.segments != 4 else 0,
+            args.processes if args.processes != 2 else 0,
+            args.mode,
         )
     elif args.case == "seed_style":
         result = seed_style(args.table, args.segments, args.processes)

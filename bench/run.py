@@ -43,6 +43,7 @@ TARGETS = {
     "ddbnb / awswrangler": 2.5,
     "re-run / scan ceiling": 0.80,
     "peak RSS 4N / N": 1.2,
+    "conditional / batch": 0.5,
 }
 
 
@@ -221,6 +222,12 @@ def main() -> None:
         _check(cases["ddbnb re-run"]["written"] == 0, "the re-run wrote items")
 
         bench.restore()
+        cases["ddbnb conditional"] = conditional = bench.run("ddbnb", "--table", SOURCE, "--mode", "conditional")
+        conditional["config"] = "write_mode='conditional': guarded PartiQL updates, 25 per call"
+        _check(conditional["written"] == items, "conditional mode did not write every item")
+        _check(bench.count(SOURCE, "ddbnb") == items, "not every item carries flag=ddbnb (conditional)")
+
+        bench.restore()
         segments, concurrency = ddbnb_case["segments"], ddbnb_case["concurrency"]
         cases["seed-style"] = bench.run(
             "seed_style", "--table", SOURCE, "--segments", str(segments), "--processes", str(concurrency)
@@ -255,6 +262,7 @@ def report(
         "ddbnb / awswrangler": rate["ddbnb local engine"] / rate["awswrangler"],
         "re-run / scan ceiling": rate["ddbnb re-run"] / rate["scan ceiling"],
         "peak RSS 4N / N": cases["ddbnb local engine"]["peak_rss_mb"] / small["peak_rss_mb"],
+        "conditional / batch": rate["ddbnb conditional"] / rate["ddbnb local engine"],
     }
     print(f"\n{'case':<22}{'items/s':>10}{'client CPU s/1k':>17}{'server CPU s/1k':>17}{'peak RSS MB':>13}  notes")
     for name, case in cases.items():

@@ -34,10 +34,13 @@ if TYPE_CHECKING:
 #: Items this close to the 400 KB limit are flagged: a little growth and they fail.
 NEAR_LIMIT_BYTES = int(MAX_ITEM_BYTES * 0.9)
 #: Findings that make a run unsafe; the others are warnings.
-BLOCKING = ("raised", "key_changed", "too_large", "invalid_type")
+BLOCKING = ("raised", "key_changed", "too_large", "invalid_type", "missing_key", "key_collision")
 FIXES = {
     "raised": "handle this item in the transform, or return it unchanged",
     "key_changed": "keep key attributes as they are, or pass destination_table_name to copy into a re-keyed table",
+    "missing_key": "return every key attribute of the destination table, with the type its key schema declares",
+    "key_collision": "two source items map to one destination key: make the destination key unique "
+    "(write_mode='conditional' reports such items instead of letting the last one win)",
     "too_large": "make the item smaller: DynamoDB refuses items over 400 KB",
     "invalid_type": "return types DynamoDB stores (Decimal, not float; no empty sets)",
     "near_limit": "the item is within 10% of DynamoDB's 400 KB limit; later growth will fail",
@@ -179,6 +182,20 @@ def _finding(key: dict[str, Any], rule: str, detail: str) -> dict[str, Any]:
     return {"key": key, "rule": rule, "message": f"{detail}: {FIXES[rule]}" if detail else FIXES[rule]}
 
 
+def _target(verdict: Verdict, plan: Plan) -> str:
+    assert verdict.wire is not None
+    return json.dumps({name: verdict.wire.get(name) for name in plan.target_keys}, sort_keys=True)
+
+
+def _collides(verdict: Verdict, plan: Plan, key: dict[str, Any], targets: dict[str, dict[str, Any]]) -> bool:
+    """Whether another sampled item already maps to this item's destination key (else remember it)."""
+    target = _target(verdict, plan)
+    if target in targets:
+        return True
+    targets[target] = key
+    return False
+
+
 def _idempotent(func: Transform, verdict: Verdict) -> bool:
     """Whether the transform leaves its own result as it is."""
     assert verdict.wire is not None
@@ -198,6 +215,8 @@ def dry_run(
     run_dir: str | Path = "",
     seed: int = 0,
     destination_table_name: str | None = None,
+    write_mode: str = "batch",
+    version_attribute: str = "",
     engine: str = "local",
     stack_name: str = "",
     boto3_session: boto3.Session | None = None,
@@ -216,6 +235,8 @@ def dry_run(
         transform,
         destination_table_name=destination_table_name,
         engine=engine,
+        write_mode=write_mode,
+        version_attribute=version_attribute,
         stack_name=stack_name,
         boto3_session=boto3_session,
     )
@@ -235,13 +256,25 @@ def dry_run(
     changes: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []
     read_bytes = written_bytes = 0
+    targets: dict[str, dict[str, Any]] = {}  # destination key -> the source key that maps to it
     for raw in items:
-        verdict = evaluate(func, raw, facts.key_names, in_place=not destination_table_name)
+        verdict = evaluate(
+            func, raw, facts.key_names, in_place=not destination_table_name, target_keys=plan.target_keys
+        )
         key = format_key({name: verdict.before[name] for name in facts.key_names})
         read_bytes += item_size(raw)
         if verdict.action == FAILED:
             counts["failed"] += 1
             findings.append(_finding(key, verdict.rule, verdict.message))
+        elif verdict.action == PUT and destination_table_name and _collides(verdict, plan, key, targets):
+            counts["failed"] += 1
+            findings.append(
+                _finding(
+                    key,
+                    "key_collision",
+                    f"the same destination key as item {json.dumps(targets[_target(verdict, plan)])}",
+                )
+            )
         elif verdict.action == DELETE:
             counts["deleted"] += 1
             changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})

@@ -162,6 +162,32 @@ class TableExistsError(DdbnbError):
         )
 
 
+class ThrottledError(DdbnbError):
+    """A segment's writes were throttled for many calls in a row: it stopped, its cursor kept."""
+
+    def __init__(self, segment: int, stalls: int, cursor: Any) -> None:
+        super().__init__(
+            f"Segment {segment} made no progress in {stalls} calls in a row: DynamoDB throttled every write. "
+            "Nothing was skipped; the segment stopped before the page it could not write. Lower max_concurrency "
+            "or raise the table's capacity, then run again (items already migrated come back unchanged).",
+            segment=segment,
+            stalls=stalls,
+            cursor=cursor,
+        )
+
+
+class CredentialsExpiredError(DdbnbError):
+    """The credentials handed to the worker processes expired during the run."""
+
+    def __init__(self, expired_at: str) -> None:
+        super().__init__(
+            f"The AWS credentials of this run expired at {expired_at}. Use a session on a named profile "
+            "(boto3.Session(profile_name=...)), whose credentials the workers refresh themselves, and run again: "
+            "items already migrated come back unchanged.",
+            expired_at=expired_at,
+        )
+
+
 class RunIncompleteError(DdbnbError):
     """A migration finished, but some items or segments were not migrated."""
 

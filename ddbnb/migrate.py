@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,22 +14,26 @@ from typing import Any
 import boto3
 
 from ddbnb.control.deploy import stack_outputs
-from ddbnb.engines.aws import fetch_results, start_run, wait_run
+from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.aws import redrive as engine_redrive
-from ddbnb.engines.local import INVOCATION_SECONDS, run_local
-from ddbnb.engines.resultwriter import write_results
+from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args
+from ddbnb.engines.resultwriter import ChildOutcome, write_results
 from ddbnb.exceptions import DdbnbError, DryRunRequiredError, RunIncompleteError, TransformRejectedError
-from ddbnb.insight.results import summarize
+from ddbnb.insight.results import load_failures, summarize
 from ddbnb.insight.sample import sample_items
 from ddbnb.plan import Plan
 from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import FAILED, evaluate
-from ddbnb.worker.items import format_key
+from ddbnb.worker.items import format_key, key_to_wire
+from ddbnb.worker.segment import process_keys
+from ddbnb.worker.tables import describe_table
 from ddbnb.worker.transforms import load_transform, transform_digest
 
 #: Items the pre-flight check runs the transform on before anything is written.
 PREFLIGHT_ITEMS = 25
+#: The folder of a run that holds every failed item's key and reason, one JSON line each.
+FAILURES = "failures"
 
 
 def default_run_dir(table_name: str) -> Path:
@@ -67,7 +72,10 @@ def preflight(plan: Plan, max_failed_share: float = 0.0, boto3_session: boto3.Se
         dynamodb, plan.table.name, PREFLIGHT_ITEMS, item_count=plan.table.item_count, key_names=plan.table.key_names
     )
     transform = load_transform(plan.transform)
-    verdicts = [evaluate(transform, raw, plan.table.key_names, in_place=not plan.destination) for raw in items]
+    verdicts = [
+        evaluate(transform, raw, plan.table.key_names, in_place=not plan.destination, target_keys=plan.target_keys)
+        for raw in items
+    ]
     failed = [v for v in verdicts if v.action == FAILED]
     result = Preflight(len(verdicts), len(failed))
     if failed:
@@ -157,21 +165,19 @@ def migrate(
         "preflight": {"checked": checked.checked, "failed": checked.failed},
         "max_failed_share": max_failed_share,
     }
+    shutil.rmtree(folder / FAILURES, ignore_errors=True)  # the log of an earlier run in this folder
     if plan.engine == "aws":
         prewarm = (
             {"read_units": prewarm_read_units, "write_units": prewarm_write_units} if prewarm_write_units else None
         )
         extra["execution_arn"] = _run_aws(plan, folder, prewarm, progress, boto3_session)
     else:
-        session_args = {}
-        if boto3_session is not None:
-            session_args = {"profile_name": boto3_session.profile_name, "region_name": boto3_session.region_name}
         outcomes = run_local(
-            plan.events(),
+            [{**event, "failures_to": str(folder / FAILURES)} for event in plan.events()],
             max_concurrency=plan.max_concurrency,
             expected_items=plan.table.item_count,
             invocation_seconds=invocation_seconds,
-            session_args=session_args,
+            session_args=session_args(boto3_session),
             progress=progress,
         )
         write_results(folder, outcomes, run_name=folder.name, engine=plan.engine)
@@ -181,6 +187,8 @@ def migrate(
         destination=plan.destination,
         transform=plan.transform,
         engine=plan.engine,
+        write_mode=plan.write_mode,
+        version_attribute=plan.version_attribute,
         total_segments=plan.total_segments,
         max_concurrency=plan.max_concurrency,
         started_at=started_at,
@@ -202,8 +210,9 @@ def _run_aws(
     plan: Plan, folder: Path, prewarm: dict[str, int] | None, progress: bool, boto3_session: boto3.Session | None
 ) -> str:
     outputs = stack_outputs(plan.stack_name, boto3_session)
+    failures_to = f"s3://{outputs['ResultsBucketName']}/runs/{folder.name}/{FAILURES}"
     arn = start_run(
-        plan.events(),
+        [{**event, "failures_to": failures_to} for event in plan.events()],
         outputs,
         folder.name,
         max_concurrency=plan.max_concurrency,
@@ -217,6 +226,7 @@ def _run_aws(
     )
     described = wait_run(arn, plan.total_segments, progress=progress, boto3_session=boto3_session)
     fetch_results(outputs, arn, folder, boto3_session)
+    fetch_failures(outputs, folder.name, folder / FAILURES, boto3_session)
     if described["status"] != "SUCCEEDED":
         print(
             f"execution {described['status']}: {described.get('cause', '')} — "
@@ -236,3 +246,53 @@ def redrive(run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.
     engine_redrive(arn, boto3_session)
     wait_run(arn, int(summary["total_segments"]), progress=progress, boto3_session=boto3_session)
     return str(arn)
+
+
+@clear_errors
+def retry_failed(
+    run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.Session | None = None
+) -> dict[str, Any]:
+    """Read exactly the failed items of the run in ``run_dir`` again, transform and write them.
+
+    Uses the run's table, destination, transform (as its file is now: fix it
+    first), write mode and version attribute. Items deleted since are skipped.
+    Its results go to ``run_dir/retry-<UTC timestamp>/`` in the same layout;
+    the summary is returned, and RunIncompleteError is raised when items still fail.
+    """
+    params.check_bool("progress", progress)
+    folder = Path(run_dir)
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise DdbnbError(f"{folder} holds no finished run (summary.json is missing). Pass a run_dir 03 wrote.")
+    run = json.loads(summary_path.read_text())
+    failures = load_failures(folder)
+    facts = describe_table(run["table"], boto3_session)
+    keys = list({row: key_to_wire(json.loads(row), facts.key_schema) for row in failures["key"]}.values())
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = folder / f"retry-{stamp}"
+    event = {
+        "table": run["table"],
+        "destination": run.get("destination"),
+        "segment": 0,
+        "total_segments": 1,
+        "transform": run["transform"],
+        "write_mode": run.get("write_mode", "batch"),
+        "version_attribute": run.get("version_attribute", ""),
+        "rate_limit": 0,
+        "failures_to": str(target / FAILURES),
+    }
+    print(f"retrying {len(keys):,} failed item(s) of {folder} ...")
+    started, started_at = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    result = process_keys(event, keys, boto3_session=boto3_session)
+    outcome = ChildOutcome(event, "SUCCEEDED", started_at, result["finished_at"], output=result)
+    write_results(target, [outcome], run_name=target.name, engine="local")
+    summary = summarize(target, time.monotonic() - started, 1)
+    summary.update(retry_of=str(folder), keys=len(keys), run_dir=str(target))
+    (target / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(
+        f"{summary['status']}: {len(keys):,} key(s), written {summary['written']:,}, unchanged "
+        f"{summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,}. Results: {target}"
+    )
+    if summary["status"] != "SUCCEEDED":
+        raise RunIncompleteError(str(target), summary["failed"], summary["failed_segments"])
+    return summary

@@ -47,6 +47,8 @@ class Plan:
     write_mode: str = "batch"
     rate_limit: float = 0.0
     destination: str | None = None
+    version_attribute: str = ""
+    destination_table: TableFacts | None = None
     stack_name: str = ""
     reasons: list[str] = field(default_factory=list)
 
@@ -63,9 +65,29 @@ class Plan:
             "total_segments": self.total_segments,
             "transform": self.transform,
             "write_mode": self.write_mode,
+            "version_attribute": self.version_attribute,
             "rate_limit": per_segment,
         }
         return [{**base, "segment": segment} for segment in range(self.total_segments)]
+
+    @property
+    def target_keys(self) -> dict[str, str]:
+        """The key schema of the table written to (name: "S", "N" or "B")."""
+        return (self.destination_table or self.table).key_schema
+
+    @property
+    def mode_note(self) -> str:
+        """One line on what the write mode does to a table the application writes at the same time."""
+        if self.write_mode == "conditional":
+            guard = f"version attribute {self.version_attribute!r}" if self.version_attribute else "the values as read"
+            return (
+                f"write mode conditional: safe on a live table; only changed attributes are written, guarded by "
+                f"{guard}; concurrent changes are kept and the item is read again"
+            )
+        return (
+            "write mode batch: fastest, but it writes whole items and overwrites changes the application makes "
+            "during the run; on a live table use write_mode='conditional'"
+        )
 
     def __str__(self) -> str:
         target = f" into {self.destination!r}" if self.destination else " in place"
@@ -77,7 +99,11 @@ class Plan:
             f"{self.max_concurrency} at a time, write mode {self.write_mode}, "
             f"rate limit {'none' if not self.rate_limit else f'{self.rate_limit:,.0f} items/s'}",
         ]
+        if self.destination_table is not None:
+            keys = ", ".join(f"{k} ({t})" for k, t in self.destination_table.key_schema.items())
+            lines.append(f"  destination {self.destination!r}: key {keys}")
         lines += [f"  - {reason}" for reason in self.reasons]
+        lines.append(f"  - {self.mode_note}")
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -133,6 +159,7 @@ def plan_migration(
     total_segments: int = 0,
     max_concurrency: int = 0,
     write_mode: str = "batch",
+    version_attribute: str = "",
     rate_limit: float = 0,
     stack_name: str = "",
     boto3_session: boto3.Session | None = None,
@@ -140,7 +167,10 @@ def plan_migration(
     """Validate the parameters and plan a migration of ``table_name``.
 
     ``total_segments`` and ``max_concurrency`` of 0 are chosen from the table
-    size and the machine; the plan's ``reasons`` say how. The aws engine runs on
+    size and the machine; the plan's ``reasons`` say how. ``write_mode`` is
+    ``"batch"`` (whole items, fastest: for tables nobody else writes during the
+    run) or ``"conditional"`` (for live tables: only changed attributes, guarded
+    by the values as read, or by ``version_attribute`` which is incremented). The aws engine runs on
     the stack ``stack_name`` that 01_deploy created; a missing stack raises
     StackNotFoundError here, before anything runs. Nothing is written.
     """
@@ -150,14 +180,20 @@ def plan_migration(
     params.check_int("total_segments", total_segments, 0, params.MAX_TOTAL_SEGMENTS)
     params.check_int("max_concurrency", max_concurrency, 0, 10_000)
     rate = params.check_rate("rate_limit", rate_limit)
+    params.check_attribute("version_attribute", version_attribute)
+    if version_attribute and write_mode != "conditional":
+        raise InvalidParameterError(
+            "version_attribute", version_attribute, "'' unless write_mode='conditional' (batch writes take no guard)"
+        )
     if destination_table_name:
         params.check_table_name("destination_table_name", destination_table_name)
     if engine == "aws" and not stack_name:
         raise InvalidParameterError("stack_name", stack_name, "the stack 01_deploy created, for engine='aws'")
     load_transform(transform)
     facts = describe_table(table_name, boto3_session)
-    if destination_table_name:
-        describe_table(destination_table_name, boto3_session)
+    destination = describe_table(destination_table_name, boto3_session) if destination_table_name else None
+    if version_attribute in facts.key_names:
+        raise InvalidParameterError("version_attribute", version_attribute, "an attribute that is not part of the key")
     if engine == "aws":
         stack_outputs(stack_name, boto3_session)  # StackNotFoundError names 01_deploy
     reasons: list[str] = []
@@ -179,6 +215,8 @@ def plan_migration(
         write_mode=write_mode,
         rate_limit=rate,
         destination=destination_table_name or None,
+        version_attribute=version_attribute,
+        destination_table=destination,
         stack_name=stack_name,
         reasons=reasons,
     )

@@ -42,6 +42,8 @@ def execution_input(
         "total_segments": first["total_segments"],
         "transform": lambda_transform_spec(first["transform"]),
         "write_mode": first["write_mode"],
+        "version_attribute": first.get("version_attribute") or "",
+        "failures_to": first.get("failures_to") or "",
         "rate_limit": first["rate_limit"],
         "segments_key": segments_key,
         "max_concurrency": max_concurrency,
@@ -165,6 +167,30 @@ def fetch_results(
             "see the execution in the Step Functions console."
         )
     return copied
+
+
+def fetch_failures(
+    outputs: dict[str, str], run_name: str, folder: str | Path, boto3_session: boto3.Session | None = None
+) -> list[Path]:
+    """Gather the workers' failure logs (``runs/<run>/failures/segment-<n>/*.jsonl``) into ``folder``.
+
+    Each segment's objects become one ``segment-<n>.jsonl``, as the local engine writes it.
+    """
+    s3 = client("s3", boto3_session)
+    bucket, prefix = outputs["ResultsBucketName"], f"runs/{run_name}/failures/"
+    by_segment: dict[str, list[bytes]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            segment = PurePosixPath(item["Key"]).parent.name
+            by_segment.setdefault(segment, []).append(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+    target = Path(folder)
+    written = []
+    for segment, bodies in sorted(by_segment.items()):
+        target.mkdir(parents=True, exist_ok=True)
+        path = target / f"{segment}.jsonl"
+        path.write_bytes(b"".join(bodies))
+        written.append(path)
+    return written
 
 
 def redrive(execution_arn: str, boto3_session: boto3.Session | None = None) -> str:

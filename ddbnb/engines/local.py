@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 
 from ddbnb.engines.resultwriter import ChildOutcome
+from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import progress_bar
 from ddbnb.worker.segment import process_segment
 
@@ -42,6 +43,41 @@ def _report(count: int) -> None:
         _progress.put(count)
 
 
+def session_args(boto3_session: boto3.Session | None) -> dict[str, Any]:
+    """What a worker process needs to build the same session: the profile, or the credentials.
+
+    A session on a named profile is rebuilt from the profile (so refreshable
+    credentials, such as an assumed role, refresh in the workers too). Any other
+    session (keys, a role assumed in code, the environment) passes its current
+    credentials, with their expiry when they have one.
+    """
+    if boto3_session is None:
+        return {}
+    args: dict[str, Any] = {"region_name": boto3_session.region_name}
+    if boto3_session.profile_name not in ("default", None):
+        return {**args, "profile_name": boto3_session.profile_name}
+    credentials = boto3_session.get_credentials()
+    if credentials is None:
+        return args
+    frozen = credentials.get_frozen_credentials()
+    args.update(
+        aws_access_key_id=frozen.access_key,
+        aws_secret_access_key=frozen.secret_key,
+        aws_session_token=frozen.token,
+    )
+    expiry = getattr(credentials, "_expiry_time", None)
+    if expiry is not None:
+        args["expires_at"] = expiry.timestamp()
+    return args
+
+
+def _session(args: dict[str, Any]) -> boto3.Session:
+    expires_at = args.get("expires_at")
+    if expires_at is not None and time.time() > expires_at:
+        raise CredentialsExpiredError(datetime.fromtimestamp(expires_at, timezone.utc).isoformat())
+    return boto3.Session(**{k: v for k, v in args.items() if k != "expires_at"})
+
+
 def run_segment(
     event: dict[str, Any],
     invocation_seconds: float = INVOCATION_SECONDS,
@@ -50,14 +86,13 @@ def run_segment(
     """Run one segment to the end with the cursor loop; never raises."""
     started = _now()
     try:
-        session = boto3.Session(**(session_args or {}))
         current = dict(event)
         while True:
             result = process_segment(
                 current,
                 deadline=time.time() + invocation_seconds,
                 on_page=_report,
-                boto3_session=session,
+                boto3_session=_session(session_args or {}),
             )
             if result["cursor"] is None:
                 return ChildOutcome(event, "SUCCEEDED", started, _now(), output=result)

@@ -18,7 +18,7 @@ from ddbnb.exceptions import DdbnbError
 if TYPE_CHECKING:
     import pandas as pd
 
-COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts")
+COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "throttled")
 
 
 def _read_entries(run_dir: Path) -> list[dict[str, Any]]:
@@ -69,17 +69,35 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
 
 
 def load_failures(run_dir: str | Path) -> pd.DataFrame:
-    """Load the per-item failures (segment, key, error) listed in a run's results."""
+    """Every failed item of a run: segment, key (JSON) and error, one row per item.
+
+    Read from the run's failure log (``run_dir/failures/segment-<n>.jsonl``, which
+    holds every failure), or, for runs without one, from the lists in the
+    results (at most 100 per segment).
+    """
     import pandas as pd
 
-    rows = []
-    for entry in _read_entries(Path(run_dir)):
-        if not entry.get("Output"):
-            continue
-        output = json.loads(entry["Output"])
-        for failure in output.get("failures", []):
-            rows.append({"segment": output["segment"], "key": json.dumps(failure["key"]), "error": failure["error"]})
-    return pd.DataFrame(rows, columns=["segment", "key", "error"])
+    folder = Path(run_dir)
+    logs = sorted((folder / "failures").glob("segment-*.jsonl"))
+    rows: list[dict[str, Any]] = []
+    if logs:
+        for log in logs:
+            for line in log.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    rows.append(
+                        {"segment": record["segment"], "key": json.dumps(record["key"]), "error": record["error"]}
+                    )
+    else:
+        for entry in _read_entries(folder):
+            output = json.loads(entry["Output"]) if entry.get("Output") else {}
+            for failure in output.get("failures", []):
+                rows.append(
+                    {"segment": output["segment"], "key": json.dumps(failure["key"]), "error": failure["error"]}
+                )
+    frame = pd.DataFrame(rows, columns=["segment", "key", "error"])
+    # A call that died is run again from its cursor, so an item can be logged twice.
+    return frame.drop_duplicates(subset=["segment", "key"], keep="last").reset_index(drop=True)
 
 
 def summarize(run_dir: str | Path, elapsed_s: float, expected_segments: int) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def evaluate(
     *,
     in_place: bool = True,
     check_size: bool = True,
+    target_keys: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Run ``transform`` on the wire-format item ``raw`` and judge its result.
 
@@ -54,6 +55,8 @@ def evaluate(
     kept item is written, and keys may change. ``check_size`` computes the
     item's size by DynamoDB's rules; the segment worker skips it and lets
     DynamoDB refuse oversized items, which it then reports item by item.
+    ``target_keys`` (name: "S", "N" or "B") is the destination's key schema,
+    which a copied item must hold.
     """
     try:
         after = transform(deserialize(raw))
@@ -87,6 +90,16 @@ def evaluate(
         wire = serialize(after)
     except ItemTypeError as exc:
         return Verdict(FAILED, raw, after, rule="invalid_type", message=str(exc))
+    if not in_place and target_keys:
+        wrong = [f"{name} ({kind})" for name, kind in target_keys.items() if name not in wire or kind not in wire[name]]
+        if wrong:
+            return Verdict(
+                FAILED,
+                raw,
+                after,
+                rule="missing_key",
+                message=f"the result lacks the destination's key attribute(s) {', '.join(wrong)} of the right type",
+            )
     size = item_size(wire) if check_size else 0
     if size > MAX_ITEM_BYTES:
         return Verdict(

@@ -207,6 +207,20 @@ def format_key(key: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def key_to_wire(key: Mapping[str, Any], schema: Mapping[str, str]) -> WireItem:
+    """Turn a key rendered by :func:`format_key` back into wire format, by the table's key types."""
+    wire: WireItem = {}
+    for name, kind in schema.items():
+        value = key[name]
+        if kind == "N":
+            wire[name] = {"N": str(value)}
+        elif kind == "B":
+            wire[name] = {"B": _b64(bytes.fromhex(value))}
+        else:
+            wire[name] = {"S": str(value)}
+    return wire
+
+
 def item_size(wire: Mapping[str, Any]) -> int:
     """Estimate the stored size in bytes by DynamoDB's documented sizing rules."""
     return sum(len(name.encode()) + _value_size(value) for name, value in wire.items())

@@ -11,7 +11,7 @@ from typing import Any
 from ddbnb.exceptions import InvalidParameterError
 
 MAX_TOTAL_SEGMENTS = 1_000_000
-WRITE_MODES = ("batch",)
+WRITE_MODES = ("batch", "conditional")
 ENGINES = ("local", "aws")
 #: DynamoDB's rule for table names: 3 to 255 of a-z, A-Z, 0-9, '_', '-' and '.'.
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
@@ -75,6 +75,13 @@ def check_rate(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise InvalidParameterError(name, value, "a number of items per second, 0 for no limit")
     return float(value)
+
+
+def check_attribute(name: str, value: Any) -> str:
+    """Return an attribute name ("" for none), else raise InvalidParameterError."""
+    if not isinstance(value, str) or len(value) > 255:
+        raise InvalidParameterError(name, value, "an attribute name (a string), or '' for none")
+    return value
 
 
 def check_total_segments(value: Any) -> int:

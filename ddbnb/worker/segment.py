@@ -6,21 +6,27 @@ and is the same code the local engine runs.
 Event (a Map item plus run settings)::
 
     {table, destination?, segment, total_segments, transform, write_mode,
-     rate_limit, cursor?, totals?, page_size?}
+     version_attribute?, rate_limit, failures_to?, cursor?, totals?, page_size?}
 
 Result::
 
     {segment, total_segments, cursor, scanned, written, unchanged, deleted,
-     failed, conflicts, read_units, write_units, pages, invocations,
-     started_at, finished_at, failures: [{key, error}]}
+     failed, conflicts, throttled, read_units, write_units, pages, invocations,
+     stalls, started_at, finished_at, failures: [{key, error}]}
 
 ``cursor`` is None when the segment is finished. Otherwise call again with the
 result as ``totals`` and its ``cursor``: counts accumulate across calls.
+
+A page whose writes stall under throttling is not skipped: the call returns the
+cursor from *before* that page, so the next call reads it again. Items of it
+that were already written come back unchanged (the transform is idempotent:
+the dry run checks it). They count once as written and once more as unchanged.
+After :data:`MAX_STALLS` calls in a row without a finished page the segment
+fails with ThrottledError, its cursor kept in the error.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,25 +35,23 @@ from typing import Any
 
 import boto3
 
+from ddbnb.exceptions import ThrottledError
 from ddbnb.worker import params
-from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, evaluate
-from ddbnb.worker.items import deserialize, format_key
+from ddbnb.worker.conditional import read_again
+from ddbnb.worker.failures import FailureLog
+from ddbnb.worker.items import deserialize
+from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import BATCH_SIZE, Backoff, RateLimiter, Request, WriteOutcome, write_batch
+from ddbnb.worker.writes import Backoff, RateLimiter
 
-#: At most this many failures are listed per segment; the ``failed`` count is exact.
-MAX_FAILURES = 100
-#: ...and they take at most this many bytes of JSON, so a result stays far below
-#: Step Functions' 256 KiB state limit even with 2 KB keys.
-MAX_FAILURE_BYTES = 64 * 1024
-#: Longer error messages are cut to this many characters.
-MAX_ERROR_CHARS = 400
-#: Concurrent BatchWriteItem calls per worker.
+#: Concurrent write calls per worker.
 WRITE_THREADS = 4
+#: Calls in a row that finish no page (every write throttled) before the segment fails.
+MAX_STALLS = 20
 
-COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "pages")
+COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "throttled", "pages", "stalls")
 
 
 def validate_event(event: Mapping[str, Any]) -> None:
@@ -58,6 +62,7 @@ def validate_event(event: Mapping[str, Any]) -> None:
     total = params.check_total_segments(event.get("total_segments"))
     params.check_int("segment", event.get("segment"), 0, total - 1)
     params.check_choice("write_mode", event.get("write_mode", "batch"), params.WRITE_MODES)
+    params.check_attribute("version_attribute", event.get("version_attribute") or "")
     params.check_rate("rate_limit", event.get("rate_limit", 0))
     if event.get("page_size") is not None:
         params.check_int("page_size", event.get("page_size"), 1)
@@ -91,25 +96,23 @@ class _Segment:
         self.event = event
         self.dynamodb = WireClient(boto3_session)
         self.table = event["table"]
-        self.target = event.get("destination") or self.table
-        self.in_place = self.target == self.table
-        self.keys = table_facts(self.dynamodb.client, self.table).key_names
-        if not self.in_place:
-            table_facts(self.dynamodb.client, self.target)  # fail fast when it is missing
-        self.transform = load_transform(event["transform"])
-        self.limiter = RateLimiter(float(event.get("rate_limit", 0) or 0))
-        self.backoff = Backoff()
+        source = table_facts(self.dynamodb.client, self.table)
+        target = event.get("destination") or self.table
+        target_facts = source if target == self.table else table_facts(self.dynamodb.client, target)
+        self.writer = PageWriter(
+            dynamodb=self.dynamodb,
+            transform=load_transform(event["transform"]),
+            table=self.table,
+            keys=source.key_names,
+            target=target,
+            target_keys=target_facts.key_schema,
+            mode=event.get("write_mode", "batch"),
+            version_attribute=event.get("version_attribute") or "",
+            backoff=Backoff(),
+            limiter=RateLimiter(float(event.get("rate_limit", 0) or 0)),
+        )
         self.result = _start_result(event)
-
-    def fail(self, key: Mapping[str, Any], error: str) -> None:
-        self.result["failed"] += 1
-        failures = self.result["failures"]
-        if len(failures) >= MAX_FAILURES:
-            return
-        entry = {"key": format_key(key), "error": error[:MAX_ERROR_CHARS]}
-        size = len(json.dumps(entry, default=str))
-        if sum(len(json.dumps(f, default=str)) for f in failures) + size <= MAX_FAILURE_BYTES:
-            failures.append(entry)
+        self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
         """Scan one page from ``cursor``; its read units count now, its items once it is processed."""
@@ -127,39 +130,22 @@ class _Segment:
         self.result["read_units"] += float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
         return page
 
-    def plan_writes(self, items: list[dict[str, Any]]) -> list[Request]:
-        """Apply the transform to a page and return the write requests it needs."""
-        requests: list[Request] = []
-        for raw in items:
-            verdict = evaluate(self.transform, raw, self.keys, in_place=self.in_place, check_size=False)
-            if verdict.action == PUT:
-                requests.append({"PutRequest": {"Item": verdict.wire}})
-            elif verdict.action == DELETE and not self.in_place:
-                self.result["deleted"] += 1  # left out of the destination
-            elif verdict.action == DELETE:
-                requests.append({"DeleteRequest": {"Key": {name: raw[name] for name in self.keys}}})
-            elif verdict.action == UNCHANGED:
-                self.result["unchanged"] += 1
-            else:
-                self.fail({name: verdict.before[name] for name in self.keys}, f"{verdict.rule}: {verdict.message}")
-        return requests
-
-    def write(self, requests: list[Request], pool: ThreadPoolExecutor) -> None:
-        chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
-
-        def one(chunk: list[Request]) -> WriteOutcome:
-            self.limiter.acquire(len(chunk))
-            return write_batch(self.dynamodb, self.target, chunk, self.backoff)
-
-        outcome = WriteOutcome()
-        for part in pool.map(one, chunks):
-            outcome.add(part)
-        self.result["written"] += outcome.puts
-        self.result["deleted"] += outcome.deletes
-        self.result["write_units"] += outcome.write_units
-        for request, error in outcome.failures:
-            raw = request["PutRequest"]["Item"] if "PutRequest" in request else request["DeleteRequest"]["Key"]
-            self.fail(deserialize({n: raw[n] for n in self.keys if n in raw}), f"write_failed: {error}")
+    def count(self, tally: PageTally, scanned: int) -> None:
+        """Add a page's tally. A stalled page adds only the writes it really made."""
+        result = self.result
+        result["written"] += tally.written
+        result["conflicts"] += tally.conflicts
+        result["throttled"] += tally.throttled
+        result["write_units"] += tally.write_units
+        if tally.stalled:  # copying, deletes are items left out, not writes: counted when the page is done
+            result["deleted"] += tally.deleted if self.writer.in_place else 0
+            return
+        result["deleted"] += tally.deleted
+        result["unchanged"] += tally.unchanged
+        result["scanned"] += scanned
+        result["pages"] += 1
+        result["stalls"] = 0
+        self.failures.add([self.failures.entry(deserialize(key), error) for key, error in tally.failures])
 
 
 def process_segment(
@@ -182,6 +168,7 @@ def process_segment(
     work = _Segment(event, boto3_session)
     cursor = event.get("cursor") or None
     slowest = 0.0
+    stalled = False
 
     def out_of_time() -> bool:
         return deadline is not None and time.time() + 2 * slowest > deadline
@@ -195,9 +182,11 @@ def process_segment(
             next_cursor = page.get("LastEvaluatedKey")
             # Read the next page while this one is transformed and written.
             ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
-            work.write(work.plan_writes(items), pool)
-            work.result["pages"] += 1
-            work.result["scanned"] += len(items)
+            tally = work.writer.write_page(items, pool)
+            work.count(tally, len(items))
+            if tally.stalled:
+                stalled = True  # the cursor stays before this page: it is read again
+                break
             cursor = next_cursor
             if on_page is not None:
                 on_page(len(items))
@@ -206,6 +195,38 @@ def process_segment(
                 break
         if ahead is not None:
             ahead.result()  # read ahead but not processed: the cursor still points before it
-    work.result["cursor"] = cursor
+    work.failures.flush()
+    if stalled:
+        work.result["stalls"] += 1
+        if work.result["stalls"] >= MAX_STALLS:
+            raise ThrottledError(int(event["segment"]), work.result["stalls"], cursor)
+        work.result["cursor"] = cursor if cursor is not None else {}
+    else:
+        work.result["cursor"] = cursor
+    work.result["finished_at"] = _now()
+    return work.result
+
+
+def process_keys(
+    event: Mapping[str, Any], keys: list[dict[str, Any]], *, boto3_session: boto3.Session | None = None
+) -> dict[str, Any]:
+    """Read exactly the items with ``keys`` (wire format) again, transform and write them.
+
+    ``event`` is a segment event (its segment and cursor are not used). Items
+    that no longer exist are skipped. Returns a result shaped like a segment's.
+    """
+    validate_event(event)
+    work = _Segment(event, boto3_session)
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        for attempt in range(MAX_STALLS):
+            found = (read_again(work.dynamodb, work.table, key) for key in keys)
+            items = [item for item in found if item is not None]
+            tally = work.writer.write_page(items, pool)
+            work.count(tally, len(items))
+            if not tally.stalled:
+                break
+            if attempt + 1 == MAX_STALLS:
+                raise ThrottledError(int(event["segment"]), MAX_STALLS, None)
+    work.failures.flush()
     work.result["finished_at"] = _now()
     return work.result

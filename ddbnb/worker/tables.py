@@ -23,6 +23,12 @@ class TableFacts:
     read_capacity: int
     write_capacity: int
     key_names: tuple[str, ...]
+    key_types: tuple[str, ...] = ()  # "S", "N" or "B" for each key attribute
+
+    @property
+    def key_schema(self) -> dict[str, str]:
+        """Each key attribute's name and type ("S", "N" or "B")."""
+        return dict(zip(self.key_names, self.key_types or ("S",) * len(self.key_names), strict=True))
 
     @property
     def average_item_bytes(self) -> float:
@@ -48,6 +54,7 @@ def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
     except dynamodb.exceptions.ResourceNotFoundException:
         raise TableNotFoundError(table_name, describe_where(dynamodb)) from None
     throughput = table.get("ProvisionedThroughput", {})
+    types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
     return TableFacts(
         name=table_name,
         item_count=int(table.get("ItemCount", 0)),
@@ -56,4 +63,5 @@ def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
         read_capacity=int(throughput.get("ReadCapacityUnits", 0)),
         write_capacity=int(throughput.get("WriteCapacityUnits", 0)),
         key_names=tuple(k["AttributeName"] for k in table["KeySchema"]),
+        key_types=tuple(types.get(k["AttributeName"], "S") for k in table["KeySchema"]),
     )

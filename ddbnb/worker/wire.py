@@ -31,6 +31,9 @@ _METHODS = {
     "BatchWriteItem": "batch_write_item",
     "PutItem": "put_item",
     "DeleteItem": "delete_item",
+    "UpdateItem": "update_item",
+    "GetItem": "get_item",
+    "BatchExecuteStatement": "batch_execute_statement",
 }
 
 
@@ -53,6 +56,8 @@ class WireClient:
         names: dict[str, Any]
         if "RequestItems" in payload:
             names = {"RequestItems": {table: [] for table in payload["RequestItems"]}}
+        elif "Statements" in payload:
+            names = {"Statements": []}
         else:
             names = {"TableName": payload["TableName"]}
         try:

@@ -3,8 +3,11 @@
 Only the standard library and boto3: this module ships inside the Lambda package.
 
 Throttled calls and ``UnprocessedItems`` are retried with capped exponential
-backoff and full jitter. A batch DynamoDB rejects as a whole (one bad item
-fails all 25) is retried one request at a time, so only the bad item fails.
+backoff and full jitter. Requests still throttled after ``Backoff.attempts``
+calls without progress come back as *stalled*, never as failed: the segment
+then stops before their page, which is read again later. A batch DynamoDB
+rejects as a whole (one bad item fails all 25) is retried one request at a
+time, so only the bad item fails.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class WriteOutcome:
     deletes: int = 0
     write_units: float = 0.0
     failures: list[tuple[Request, str]] = field(default_factory=list)
+    stalled: list[Request] = field(default_factory=list)
+    throttled: int = 0
 
     def add(self, other: WriteOutcome) -> None:
         """Fold ``other`` into this outcome."""
@@ -63,6 +68,8 @@ class WriteOutcome:
         self.deletes += other.deletes
         self.write_units += other.write_units
         self.failures.extend(other.failures)
+        self.stalled.extend(other.stalled)
+        self.throttled += other.throttled
 
 
 class RateLimiter:
@@ -94,7 +101,8 @@ def _count(outcome: WriteOutcome, requests: Sequence[Request]) -> None:
             outcome.deletes += 1
 
 
-def _units(response: dict[str, Any]) -> float:
+def consumed_units(response: dict[str, Any]) -> float:
+    """The capacity units a response reports (ReturnConsumedCapacity TOTAL)."""
     consumed = response.get("ConsumedCapacity") or []
     if isinstance(consumed, dict):
         consumed = [consumed]
@@ -102,10 +110,11 @@ def _units(response: dict[str, Any]) -> float:
 
 
 def write_batch(dynamodb: WireClient, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
-    """Write up to 25 requests, retrying until each succeeds or is reported failed.
+    """Write up to 25 requests, retrying until each succeeds, fails, or stalls.
 
-    A request is reported failed after ``backoff.attempts`` calls in a row that
-    made no progress (throttled, or nothing processed); any progress resets the count.
+    Requests left after ``backoff.attempts`` calls in a row that made no progress
+    (throttled, or nothing processed) come back in ``stalled``; any progress
+    resets the count. Only what DynamoDB refuses (validation) is a failure.
     """
     outcome = WriteOutcome()
     pending = list(requests)
@@ -118,6 +127,7 @@ def write_batch(dynamodb: WireClient, table: str, requests: Sequence[Request], b
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in THROTTLE_CODES:
+                outcome.throttled += 1
                 backoff.wait(attempt)
                 attempt += 1
                 continue
@@ -125,16 +135,17 @@ def write_batch(dynamodb: WireClient, table: str, requests: Sequence[Request], b
                 outcome.add(write_singly(dynamodb, table, pending, backoff))
                 return outcome
             raise
-        outcome.write_units += _units(response)
+        outcome.write_units += consumed_units(response)
         unprocessed = response.get("UnprocessedItems", {}).get(table, [])
         _count(outcome, [r for r in pending if r not in unprocessed] if unprocessed else pending)
+        if unprocessed:
+            outcome.throttled += 1
         attempt = attempt + 1 if len(unprocessed) == len(pending) else 0
         pending = unprocessed
         if not pending:
             return outcome
         backoff.wait(attempt)
-    reason = f"still throttled or unprocessed after {backoff.attempts} attempts without progress"
-    outcome.failures.extend((request, reason) for request in pending)
+    outcome.stalled.extend(pending)
     return outcome
 
 
@@ -142,7 +153,7 @@ def write_singly(dynamodb: WireClient, table: str, requests: Sequence[Request], 
     """Write requests one by one, so a bad item fails alone with DynamoDB's reason."""
     outcome = WriteOutcome()
     for request in requests:
-        for attempt in range(backoff.attempts):
+        for attempt in range(backoff.attempts + 1):
             try:
                 if "PutRequest" in request:
                     payload = {"TableName": table, "Item": request["PutRequest"]["Item"]}
@@ -152,12 +163,16 @@ def write_singly(dynamodb: WireClient, table: str, requests: Sequence[Request], 
                     response = dynamodb.call("DeleteItem", {**payload, "ReturnConsumedCapacity": "TOTAL"})
             except ClientError as exc:
                 error = exc.response.get("Error", {})
-                if error.get("Code") in THROTTLE_CODES and attempt + 1 < backoff.attempts:
-                    backoff.wait(attempt)
-                    continue
+                if error.get("Code") in THROTTLE_CODES:
+                    outcome.throttled += 1
+                    if attempt < backoff.attempts:
+                        backoff.wait(attempt)
+                        continue
+                    outcome.stalled.append(request)
+                    break
                 outcome.failures.append((request, f"{error.get('Code')}: {error.get('Message')}"))
                 break
-            outcome.write_units += _units(response)
+            outcome.write_units += consumed_units(response)
             _count(outcome, [request])
             break
     return outcome

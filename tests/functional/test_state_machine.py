@@ -175,3 +175,29 @@ def test_a_failing_worker_still_restores_capacity(moto, make_table, tmp_path):
     assert described["states"][-2] in ("RestoreCapacity", "RestoreCapacityAfterFailure")
     assert capacity(moto, table) == (5, 5)  # restored
     assert any(c["segment"] == 1 for c in moto["calls"])
+
+
+def test_conditional_mode_and_the_failure_log_reach_the_worker_through_the_state_machine(
+    moto, make_table, dynamodb, tmp_path
+):
+    from ddbnb.insight.results import load_failures
+
+    table = make_table([simple_item(i, "raise" if i % 10 == 0 else "change") for i in range(200)])
+    outputs = create_stack_resources(moto, table)
+    moto["behaviour"]["millis"] = 0  # one page per invocation: the settings must survive the loop
+    events = [
+        {**e, "write_mode": "conditional", "failures_to": "s3://results/runs/run-3/failures"}
+        for e in events_for(table, 2, "tests.fixtures.transforms:by_kind")
+    ]
+    described = run(moto, outputs, events, "run-3", tmp_path)
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert all(c["write_mode"] == "conditional" and c["failures_to"] for c in moto["calls"])
+    items = scan_all(dynamodb, table).values()
+    assert sum(1 for item in items if item.get("migrated")) == 180
+    logs = engine_aws.fetch_failures(outputs, "run-3", tmp_path / "failures")
+    assert logs and all(path.name.startswith("segment-") for path in logs)
+    failures = load_failures(tmp_path)
+    assert sorted(json_key["sk"] for json_key in map(json.loads, failures["key"])) == [
+        f"s{i:06d}" for i in range(0, 200, 10)
+    ]
+    assert failures["error"].str.contains("ValueError").all()

@@ -256,3 +256,27 @@ def test_progress_is_plain_lines_under_papermill(make_table, tmp_path, monkeypat
     assert any(line.startswith("scanned: 300") and "segments 3/3" in line for line in lines), lines
     widgets = [o for c in notebook.cells for o in c.get("outputs", []) if "widget" in json.dumps(o.get("data", {}))]
     assert widgets == [] and not any("\r" in line for line in lines)
+
+
+def test_a_live_table_run_in_conditional_mode_through_the_notebooks(make_table, tmp_path):
+    table = make_table([simple_item(i) for i in range(120)])
+    dry = run(
+        "02_dry_run",
+        tmp_path,
+        table_name=table,
+        transform=spec("set_flag"),
+        run_dir=str(tmp_path),
+        write_mode="conditional",
+    )
+    assert "write mode conditional: safe on a live table" in text_of(dry)
+    run(
+        "03_migrate",
+        tmp_path,
+        table_name=table,
+        transform=spec("set_flag"),
+        execute=True,
+        run_dir=str(tmp_path),
+        write_mode="conditional",
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["write_mode"], summary["written"], summary["failed"]) == ("conditional", 120, 0)
