@@ -6,7 +6,7 @@ from ddbnb.emulation.demo import seed_demo_table
 from ddbnb.emulation.servers import sandbox
 from ddbnb.insight.charts import plot_durations, plot_throughput, plot_timeline
 from ddbnb.insight.results import load_failures, load_results
-from ddbnb.migrate import migrate, redrive, retry_failed
+from ddbnb.migrate import migrate, redrive, resume, retry_failed
 from ddbnb.plan import Plan, plan_migration
 from ddbnb.worker.segment import process_segment
 from ddbnb.worker.tables import describe_table
@@ -27,6 +27,7 @@ __all__ = [
     "plot_timeline",
     "process_segment",
     "redrive",
+    "resume",
     "retry_failed",
     "sandbox",
     "seed_demo_table",

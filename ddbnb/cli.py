@@ -94,6 +94,13 @@ def _table_and_transform(command: argparse.ArgumentParser) -> None:
     command.add_argument("--destination", default="", help="copy into this table instead of rewriting in place")
     command.add_argument("--engine", default="local", choices=["local", "aws"], help="where segments run")
     command.add_argument("--stack-name", default="", help="aws engine: the stack 01_deploy created")
+    command.add_argument(
+        "--write-mode", default="batch", choices=["batch", "conditional"], help="conditional: safe on a live table"
+    )
+    command.add_argument("--version-attribute", default="", help="conditional: guard on this attribute, increment it")
+    command.add_argument("--capacity-share", type=float, default=0.0, help="share of the tables' capacity (0 to 1)")
+    command.add_argument("--max-read-units", type=float, default=0.0, help="read units per second for the whole run")
+    command.add_argument("--max-write-units", type=float, default=0.0, help="write units per second for the whole run")
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,6 +111,11 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "destination_table_name": args.destination,
         "engine": args.engine,
         "stack_name": args.stack_name,
+        "write_mode": args.write_mode,
+        "version_attribute": args.version_attribute,
+        "capacity_share": args.capacity_share,
+        "max_read_units": args.max_read_units,
+        "max_write_units": args.max_write_units,
     }
 
 

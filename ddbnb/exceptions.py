@@ -188,6 +188,21 @@ class CredentialsExpiredError(DdbnbError):
         )
 
 
+class RunStoppedError(DdbnbError):
+    """One segment met an error every segment would meet: the whole run stopped at once."""
+
+    def __init__(self, run_dir: str, segment: int, error: str, cause: str) -> None:
+        super().__init__(
+            f"The run stopped: segment {segment} failed with {error}: {cause}. Every other segment was stopped "
+            f"too, since it would fail the same way. Fix the cause, then run 03 again with run_dir={run_dir!r} "
+            "(or ddbnb.resume(run_dir)) to go on from the checkpoints.",
+            run_dir=run_dir,
+            segment=segment,
+            error=error,
+            cause=cause,
+        )
+
+
 class RunIncompleteError(DdbnbError):
     """A migration finished, but some items or segments were not migrated."""
 

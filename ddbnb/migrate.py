@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,14 +16,21 @@ from typing import Any
 import boto3
 
 from ddbnb.control.deploy import stack_outputs
-from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
+from ddbnb.engines import checkpoints
+from ddbnb.engines.aws import describe_status, fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.aws import redrive as engine_redrive
-from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args
+from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args, systemic
 from ddbnb.engines.resultwriter import ChildOutcome, write_results
-from ddbnb.exceptions import DdbnbError, DryRunRequiredError, RunIncompleteError, TransformRejectedError
+from ddbnb.exceptions import (
+    DdbnbError,
+    DryRunRequiredError,
+    RunIncompleteError,
+    RunStoppedError,
+    TransformRejectedError,
+)
 from ddbnb.insight.results import load_failures, summarize
 from ddbnb.insight.sample import sample_items
-from ddbnb.plan import Plan
+from ddbnb.plan import Plan, plan_migration
 from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import FAILED, evaluate
@@ -34,6 +43,8 @@ from ddbnb.worker.transforms import load_transform, transform_digest
 PREFLIGHT_ITEMS = 25
 #: The folder of a run that holds every failed item's key and reason, one JSON line each.
 FAILURES = "failures"
+#: What a run folder records of its plan, so that ddbnb.resume can plan the same run again.
+PLAN_FILE = "plan.json"
 
 
 def default_run_dir(table_name: str) -> Path:
@@ -165,22 +176,19 @@ def migrate(
         "preflight": {"checked": checked.checked, "failed": checked.failed},
         "max_failed_share": max_failed_share,
     }
-    shutil.rmtree(folder / FAILURES, ignore_errors=True)  # the log of an earlier run in this folder
+    previous = _previous_summary(folder)
+    unfinished = _unfinished(plan, folder, previous)
+    if not unfinished:
+        shutil.rmtree(folder / FAILURES, ignore_errors=True)  # the log of an earlier, finished run
+        checkpoints.clear(folder)
+    _record_plan(plan, folder, require_dry_run=require_dry_run, max_failed_share=max_failed_share)
     if plan.engine == "aws":
         prewarm = (
             {"read_units": prewarm_read_units, "write_units": prewarm_write_units} if prewarm_write_units else None
         )
-        extra["execution_arn"] = _run_aws(plan, folder, prewarm, progress, boto3_session)
+        extra["execution_arn"] = _run_aws(plan, folder, prewarm, progress, boto3_session, previous)
     else:
-        outcomes = run_local(
-            [{**event, "failures_to": str(folder / FAILURES)} for event in plan.events()],
-            max_concurrency=plan.max_concurrency,
-            expected_items=plan.table.item_count,
-            invocation_seconds=invocation_seconds,
-            session_args=session_args(boto3_session),
-            progress=progress,
-        )
-        write_results(folder, outcomes, run_name=folder.name, engine=plan.engine)
+        extra["resumed"] = _run_local(plan, folder, unfinished, invocation_seconds, progress, boto3_session)
     summary = summarize(folder, time.monotonic() - started, plan.total_segments)
     summary.update(
         table=plan.table.name,
@@ -195,6 +203,9 @@ def migrate(
         run_dir=str(folder),
         **extra,
     )
+    if extra.get("resumed"):  # items/s of this session's work, not of the whole run over this session's time
+        session_scanned = summary["scanned"] - extra["resumed"]["scanned_before"]
+        summary["items_per_s"] = round(session_scanned / max(summary["elapsed_s"], 1e-9), 1)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     print(
         f"{summary['status']}: scanned {summary['scanned']:,}, written {summary['written']:,}, "
@@ -206,33 +217,166 @@ def migrate(
     return summary
 
 
+def _previous_summary(folder: Path) -> dict[str, Any]:
+    """What summary.json says of an earlier run in ``folder`` (empty when there was none)."""
+    path = folder / "summary.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def _unfinished(plan: Plan, folder: Path, previous: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The checkpoints of a local run in ``folder`` that did not finish (empty when there is none).
+
+    A run whose summary says RUNNING or INTERRUPTED (killed, or stopped with
+    Ctrl-C) goes on from its checkpoints; a finished run's folder starts over.
+    """
+    if plan.engine != "local" or previous.get("status") not in ("RUNNING", "INTERRUPTED", "STOPPED"):
+        return {}
+    recorded = json.loads((folder / PLAN_FILE).read_text()) if (folder / PLAN_FILE).is_file() else {}
+    found = checkpoints.load_all(folder)
+    if found and (recorded.get("table"), recorded.get("total_segments")) != (plan.table.name, plan.total_segments):
+        raise DdbnbError(
+            f"{folder} holds an unfinished run of {recorded.get('table')!r} cut into "
+            f"total_segments={recorded.get('total_segments')}; go on with it with the same plan "
+            f"(total_segments={recorded.get('total_segments')}, or ddbnb.resume(run_dir)), or use a new run_dir.",
+            run_dir=str(folder),
+        )
+    return found
+
+
+def _record_plan(plan: Plan, folder: Path, **settings: Any) -> None:
+    """Write what ddbnb.resume needs to plan the same run again, and mark the run as running."""
+    recorded = {
+        "table": plan.table.name,
+        "transform": plan.transform,
+        "destination": plan.destination,
+        "engine": plan.engine,
+        "total_segments": plan.total_segments,
+        "max_concurrency": plan.max_concurrency,
+        "write_mode": plan.write_mode,
+        "version_attribute": plan.version_attribute,
+        "rate_limit": plan.rate_limit,
+        "stack_name": plan.stack_name,
+        **settings,
+    }
+    (folder / PLAN_FILE).write_text(json.dumps(recorded, indent=1))
+    (folder / "summary.json").write_text(json.dumps({"status": "RUNNING", "table": plan.table.name}))
+
+
+def _run_local(
+    plan: Plan,
+    folder: Path,
+    unfinished: dict[int, dict[str, Any]],
+    invocation_seconds: float,
+    progress: bool,
+    boto3_session: boto3.Session | None,
+) -> dict[str, int] | None:
+    """Run the segments not yet done, from their checkpoints; write the results of all of them."""
+    done: list[ChildOutcome] = []
+    events = []
+    for event in plan.events():
+        event["failures_to"] = str(folder / FAILURES)
+        saved = unfinished.get(event["segment"])
+        if saved is not None and saved["cursor"] is None:
+            done.append(ChildOutcome(event, "SUCCEEDED", saved["started_at"], saved["finished_at"], output=saved))
+        elif saved is not None:
+            events.append({**event, "cursor": saved["cursor"], "totals": saved})
+        else:
+            events.append(event)
+    scanned_before = sum(int(saved["scanned"]) for saved in unfinished.values())
+    if unfinished:
+        print(
+            f"going on with the unfinished run in {folder}: {len(done)} segment(s) done, "
+            f"{sum(1 for e in events if 'cursor' in e)} from their checkpoints, {scanned_before:,} items scanned before"
+        )
+    try:
+        outcomes = run_local(
+            events,
+            max_concurrency=plan.max_concurrency,
+            expected_items=plan.table.item_count,
+            invocation_seconds=invocation_seconds,
+            session_args=session_args(boto3_session),
+            progress=progress,
+            checkpoint_dir=str(folder),
+            scanned_before=scanned_before,
+        )
+    except KeyboardInterrupt:
+        (folder / "summary.json").write_text(json.dumps({"status": "INTERRUPTED", "table": plan.table.name}))
+        print(f"\nstopped. Run 03 again with run_dir={str(folder)!r}, or ddbnb.resume(run_dir), to go on from here.")
+        raise
+    write_results(folder, done + outcomes, run_name=folder.name, engine=plan.engine)
+    stop = next((o for o in outcomes if systemic(o)), None)
+    if stop is not None:
+        (folder / "summary.json").write_text(json.dumps({"status": "STOPPED", "table": plan.table.name}))
+        raise RunStoppedError(str(folder), int(stop.event["segment"]), stop.error, stop.cause)
+    if not unfinished:
+        return None
+    return {
+        "segments_done": len(done),
+        "segments_continued": len(unfinished) - len(done),
+        "scanned_before": scanned_before,
+    }
+
+
+def execution_name(run_name: str) -> str:
+    """A Step Functions execution name for a run: unique per start, at most 80 allowed characters."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", run_name)[:71]
+    return f"{safe}-{uuid.uuid4().hex[:8]}"
+
+
 def _run_aws(
-    plan: Plan, folder: Path, prewarm: dict[str, int] | None, progress: bool, boto3_session: boto3.Session | None
+    plan: Plan,
+    folder: Path,
+    prewarm: dict[str, int] | None,
+    progress: bool,
+    boto3_session: boto3.Session | None,
+    previous: dict[str, Any],
 ) -> str:
+    """Start the run, or attach to the one this run folder already started; wait; fetch the results."""
     outputs = stack_outputs(plan.stack_name, boto3_session)
-    failures_to = f"s3://{outputs['ResultsBucketName']}/runs/{folder.name}/{FAILURES}"
-    arn = start_run(
-        [{**event, "failures_to": failures_to} for event in plan.events()],
-        outputs,
-        folder.name,
-        max_concurrency=plan.max_concurrency,
-        prewarm=prewarm,
-        boto3_session=boto3_session,
-    )
-    print(f"started {arn}")
-    # Written now, so ddbnb.redrive(run_dir) works whatever happens next.
+    arn, name = previous.get("execution_arn"), previous.get("execution_name")
+    status = describe_status(arn, boto3_session) if arn and previous.get("status") == "RUNNING" else None
+    if status in ("FAILED", "TIMED_OUT", "ABORTED"):
+        raise DdbnbError(
+            f"{folder} holds execution {arn}, which ended {status}. Run ddbnb.redrive(run_dir) to run its "
+            "failed segments again, or use a new run_dir to start another run.",
+            execution_arn=arn,
+            status=status,
+        )
+    if status in ("RUNNING", "PENDING_REDRIVE", "SUCCEEDED"):
+        print(f"attaching to {arn} ({status}), which this run folder started; no new execution")
+    else:
+        name = execution_name(folder.name)
+        failures_to = f"s3://{outputs['ResultsBucketName']}/runs/{name}/{FAILURES}"
+        arn = start_run(
+            [{**event, "failures_to": failures_to} for event in plan.events()],
+            outputs,
+            name,
+            max_concurrency=plan.max_concurrency,
+            prewarm=prewarm,
+            boto3_session=boto3_session,
+        )
+        print(f"started {arn}")
+    assert arn is not None and name is not None
+    # Written now, so that running 03 again attaches to it and ddbnb.redrive(run_dir) finds it.
     (folder / "summary.json").write_text(
-        json.dumps({"execution_arn": arn, "total_segments": plan.total_segments, "status": "RUNNING"})
+        json.dumps(
+            {
+                "execution_arn": arn,
+                "execution_name": name,
+                "total_segments": plan.total_segments,
+                "status": "RUNNING",
+            }
+        )
     )
     described = wait_run(arn, plan.total_segments, progress=progress, boto3_session=boto3_session)
     fetch_results(outputs, arn, folder, boto3_session)
-    fetch_failures(outputs, folder.name, folder / FAILURES, boto3_session)
+    fetch_failures(outputs, name, folder / FAILURES, boto3_session)
     if described["status"] != "SUCCEEDED":
         print(
             f"execution {described['status']}: {described.get('cause', '')} — "
             f"ddbnb.redrive(run_dir) runs its failed segments again"
         )
-    return arn
+    return str(arn)
 
 
 @clear_errors
@@ -295,4 +439,44 @@ def retry_failed(
     )
     if summary["status"] != "SUCCEEDED":
         raise RunIncompleteError(str(target), summary["failed"], summary["failed_segments"])
+    return summary
+
+
+@clear_errors
+def resume(run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.Session | None = None) -> dict[str, Any]:
+    """Go on with the unfinished local run in ``run_dir`` (killed, or stopped with Ctrl-C).
+
+    Plans the same run again from ``run_dir/plan.json`` and runs it: finished
+    segments are skipped, the others go on from their last checkpoint, and the
+    results and ``summary.json`` cover the whole run. Running 03 again with the
+    same ``run_dir`` does the same.
+    """
+    params.check_bool("progress", progress)
+    folder = Path(run_dir)
+    if not (folder / PLAN_FILE).is_file():
+        raise DdbnbError(f"{folder} holds no run to resume ({PLAN_FILE} is missing). Pass the run_dir 03 used.")
+    recorded = json.loads((folder / PLAN_FILE).read_text())
+    plan = plan_migration(
+        recorded["table"],
+        recorded["transform"],
+        destination_table_name=recorded.get("destination"),
+        engine=recorded["engine"],
+        total_segments=recorded["total_segments"],
+        max_concurrency=recorded["max_concurrency"],
+        write_mode=recorded.get("write_mode", "batch"),
+        version_attribute=recorded.get("version_attribute", ""),
+        rate_limit=recorded.get("rate_limit", 0),
+        stack_name=recorded.get("stack_name", ""),
+        boto3_session=boto3_session,
+    )
+    summary = migrate(
+        plan,
+        execute=True,
+        run_dir=folder,
+        require_dry_run=recorded.get("require_dry_run", True),
+        max_failed_share=recorded.get("max_failed_share", 0.0),
+        progress=progress,
+        boto3_session=boto3_session,
+    )
+    assert summary is not None
     return summary

@@ -11,6 +11,7 @@ import boto3
 
 from ddbnb.control.deploy import stack_outputs
 from ddbnb.exceptions import InvalidParameterError
+from ddbnb.insight.estimate import NEW_ON_DEMAND_READS, NEW_ON_DEMAND_WRITES
 from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors
 from ddbnb.worker.tables import TableFacts, describe_table
@@ -49,6 +50,9 @@ class Plan:
     destination: str | None = None
     version_attribute: str = ""
     destination_table: TableFacts | None = None
+    read_units_per_s: float = 0.0
+    write_units_per_s: float = 0.0
+    page_size: int = 0
     stack_name: str = ""
     reasons: list[str] = field(default_factory=list)
 
@@ -67,6 +71,10 @@ class Plan:
             "write_mode": self.write_mode,
             "version_attribute": self.version_attribute,
             "rate_limit": per_segment,
+            # The local engine shares one budget between its workers; on AWS each child gets its part.
+            "read_units_per_s": self.read_units_per_s / (self.max_concurrency if self.engine == "aws" else 1),
+            "write_units_per_s": self.write_units_per_s / (self.max_concurrency if self.engine == "aws" else 1),
+            "page_size": self.page_size,
         }
         return [{**base, "segment": segment} for segment in range(self.total_segments)]
 
@@ -98,6 +106,8 @@ class Plan:
             f"  engine {self.engine}: {self.total_segments:,} segments, "
             f"{self.max_concurrency} at a time, write mode {self.write_mode}, "
             f"rate limit {'none' if not self.rate_limit else f'{self.rate_limit:,.0f} items/s'}",
+            f"  capacity: {_units(self.read_units_per_s)} read and {_units(self.write_units_per_s)} write units/s "
+            "for the whole run" + (f", pages of at most {self.page_size:,} items" if self.page_size else ""),
         ]
         if self.destination_table is not None:
             keys = ", ".join(f"{k} ({t})" for k, t in self.destination_table.key_schema.items())
@@ -108,6 +118,60 @@ class Plan:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
+
+
+def _units(rate: float) -> str:
+    return f"{rate:,.0f}" if rate else "no limit on"
+
+
+def table_rate(facts: TableFacts, kind: str) -> tuple[float, str]:
+    """The table's own rate of ``kind`` ("read" or "write") units per second, and where it comes from."""
+    if facts.billing_mode != "PAY_PER_REQUEST":
+        return float(facts.read_capacity if kind == "read" else facts.write_capacity), "provisioned"
+    cap = facts.max_read_units if kind == "read" else facts.max_write_units
+    if cap:
+        return float(cap), "its OnDemandThroughput cap"
+    warm = facts.warm_read_units if kind == "read" else facts.warm_write_units
+    if warm:
+        return float(warm), "its warm throughput"
+    new = NEW_ON_DEMAND_READS if kind == "read" else NEW_ON_DEMAND_WRITES
+    return float(new), "what a new on-demand table sustains"
+
+
+def capacity_limits(
+    source: TableFacts, target: TableFacts, share: float, max_read: float, max_write: float
+) -> tuple[float, float, list[str]]:
+    """The run's read and write budgets in units per second (0: none), and why."""
+    reasons = []
+    budgets = []
+    for kind, table, absolute in (("read", source, max_read), ("write", target, max_write)):
+        if absolute:
+            budgets.append(float(absolute))
+            reasons.append(f"{kind} limit {absolute:,.0f} units/s: max_{kind}_units")
+        elif share:
+            rate, where = table_rate(table, kind)
+            budgets.append(max(1.0, rate * share))
+            reasons.append(
+                f"{kind} limit {max(1.0, rate * share):,.0f} units/s: capacity_share {share:g} of "
+                f"{rate:,.0f} ({where} of {table.name!r})"
+            )
+        else:
+            budgets.append(0.0)
+    return budgets[0], budgets[1], reasons
+
+
+def page_size_for(facts: TableFacts, read: float, write: float, concurrency: int, seconds: float = 10.0) -> int:
+    """Items per page so that one worker's page takes about ``seconds`` of its share of the budget (0: no cap)."""
+    if not read and not write:
+        return 0
+    item_bytes = facts.average_item_bytes or 1024.0
+    pages = []
+    if read:
+        pages.append(read / concurrency * seconds / max(item_bytes / 4096 * 0.5, 0.001))
+    if write:
+        pages.append(write / concurrency * seconds / max(1.0, math.ceil(item_bytes / 1024)))
+    size = int(min(pages))
+    return max(1, size) if size < 10_000 else 0
 
 
 def choose_concurrency(engine: str) -> tuple[int, str]:
@@ -161,6 +225,9 @@ def plan_migration(
     write_mode: str = "batch",
     version_attribute: str = "",
     rate_limit: float = 0,
+    capacity_share: float = 0,
+    max_read_units: float = 0,
+    max_write_units: float = 0,
     stack_name: str = "",
     boto3_session: boto3.Session | None = None,
 ) -> Plan:
@@ -170,7 +237,12 @@ def plan_migration(
     size and the machine; the plan's ``reasons`` say how. ``write_mode`` is
     ``"batch"`` (whole items, fastest: for tables nobody else writes during the
     run) or ``"conditional"`` (for live tables: only changed attributes, guarded
-    by the values as read, or by ``version_attribute`` which is incremented). The aws engine runs on
+    by the values as read, or by ``version_attribute`` which is incremented).
+    ``capacity_share`` (0 to 1) limits the run to that share of the tables'
+    capacity (provisioned units; on demand, the OnDemandThroughput cap, else the
+    warm throughput); ``max_read_units`` / ``max_write_units`` are absolute caps
+    per second and win when given. The limits hold for the whole run, count the
+    units DynamoDB reports, and slow down further on throttling. The aws engine runs on
     the stack ``stack_name`` that 01_deploy created; a missing stack raises
     StackNotFoundError here, before anything runs. Nothing is written.
     """
@@ -181,6 +253,9 @@ def plan_migration(
     params.check_int("max_concurrency", max_concurrency, 0, 10_000)
     rate = params.check_rate("rate_limit", rate_limit)
     params.check_attribute("version_attribute", version_attribute)
+    share = params.check_share("capacity_share", capacity_share)
+    params.check_rate("max_read_units", max_read_units)
+    params.check_rate("max_write_units", max_write_units)
     if version_attribute and write_mode != "conditional":
         raise InvalidParameterError(
             "version_attribute", version_attribute, "'' unless write_mode='conditional' (batch writes take no guard)"
@@ -206,6 +281,10 @@ def plan_migration(
     if max_concurrency > total_segments:
         reasons.append(f"max_concurrency lowered to {total_segments}: no more at a time than there are segments")
         max_concurrency = total_segments
+    read_budget, write_budget, limits_why = capacity_limits(
+        facts, destination or facts, share, float(max_read_units), float(max_write_units)
+    )
+    reasons += limits_why
     return Plan(
         table=facts,
         transform=transform,
@@ -217,6 +296,9 @@ def plan_migration(
         destination=destination_table_name or None,
         version_attribute=version_attribute,
         destination_table=destination,
+        read_units_per_s=read_budget,
+        write_units_per_s=write_budget,
+        page_size=page_size_for(facts, read_budget, write_budget, max_concurrency),
         stack_name=stack_name,
         reasons=reasons,
     )

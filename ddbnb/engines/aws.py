@@ -44,6 +44,9 @@ def execution_input(
         "write_mode": first["write_mode"],
         "version_attribute": first.get("version_attribute") or "",
         "failures_to": first.get("failures_to") or "",
+        "read_units_per_s": float(first.get("read_units_per_s") or 0),
+        "write_units_per_s": float(first.get("write_units_per_s") or 0),
+        "page_size": int(first.get("page_size") or 0),
         "rate_limit": first["rate_limit"],
         "segments_key": segments_key,
         "max_concurrency": max_concurrency,
@@ -89,6 +92,12 @@ def start_run(
         stateMachineArn=outputs["StateMachineArn"], name=run_name, input=json.dumps(document)
     )
     return str(started["executionArn"])
+
+
+def describe_status(execution_arn: str, boto3_session: boto3.Session | None = None) -> str:
+    """The execution's status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED, PENDING_REDRIVE)."""
+    described = client("stepfunctions", boto3_session).describe_execution(executionArn=execution_arn)
+    return str(described["status"])
 
 
 def _map_run_arn(sfn: Any, execution_arn: str) -> str | None:

@@ -8,6 +8,7 @@ Distributed Map child executions so :mod:`ddbnb.insight.results` writes the same
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import queue
 import time
@@ -18,24 +19,55 @@ from typing import Any
 
 import boto3
 
+from ddbnb.engines import checkpoints
 from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import progress_bar
+from ddbnb.worker.capacity import limits_for
 from ddbnb.worker.segment import process_segment
 
 #: The Lambda limit; the local engine hands each invocation the same budget.
 INVOCATION_SECONDS = 900.0
 
+#: Errors that every segment would meet: the first one stops the whole run.
+SYSTEMIC_ERRORS = frozenset(
+    {
+        "TableNotFoundError",
+        "TransformLoadError",
+        "InvalidParameterError",
+        "NoCredentialsError",
+        "CredentialsExpiredError",
+    }
+)
+SYSTEMIC_CODES = ("AccessDenied", "ResourceNotFoundException", "UnrecognizedClientException", "InvalidSignature")
+
 _progress: Any = None
+_shared: dict[str, Any] = {}
+
+
+class SharedBucketState:
+    """A capacity bucket's state in shared memory: one budget for every worker process of the run."""
+
+    def __init__(self, context: Any) -> None:
+        self.values = context.RawArray("d", [0.0, time.monotonic(), 1.0])
+        self.lock = context.Lock()
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _init_worker(progress: Any) -> None:
-    global _progress
+def _init_worker(progress: Any, shared: dict[str, Any]) -> None:
+    global _progress, _shared
     _progress = progress
+    _shared = shared
+
+
+def systemic(outcome: ChildOutcome) -> bool:
+    """Whether a failed segment failed for a reason every other segment would meet too."""
+    return outcome.status == "FAILED" and (
+        outcome.error in SYSTEMIC_ERRORS or any(code in outcome.cause for code in SYSTEMIC_CODES)
+    )
 
 
 def _report(count: int) -> None:
@@ -82,8 +114,12 @@ def run_segment(
     event: dict[str, Any],
     invocation_seconds: float = INVOCATION_SECONDS,
     session_args: dict[str, Any] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> ChildOutcome:
-    """Run one segment to the end with the cursor loop; never raises."""
+    """Run one segment to the end with the cursor loop; never raises.
+
+    With ``checkpoint_dir``, the segment's result so far is saved there after every page.
+    """
     started = _now()
     try:
         current = dict(event)
@@ -92,6 +128,8 @@ def run_segment(
                 current,
                 deadline=time.time() + invocation_seconds,
                 on_page=_report,
+                checkpoint=functools.partial(checkpoints.save, checkpoint_dir) if checkpoint_dir else None,
+                limits=limits_for(event, _shared),
                 boto3_session=_session(session_args or {}),
             )
             if result["cursor"] is None:
@@ -109,23 +147,29 @@ def run_local(
     invocation_seconds: float = INVOCATION_SECONDS,
     session_args: dict[str, Any] | None = None,
     progress: bool = True,
+    checkpoint_dir: str | None = None,
+    scanned_before: int = 0,
 ) -> list[ChildOutcome]:
     """Run ``events`` (one per segment) in ``max_concurrency`` processes.
 
-    A progress bar (text lines under papermill) counts items scanned against ``expected_items``. On Ctrl-C the
-    pool is stopped and KeyboardInterrupt propagates; a re-run is safe because
-    items already migrated come back unchanged and are not written again.
+    A progress bar (text lines under papermill) counts items scanned against
+    ``expected_items``, from ``scanned_before`` (a resumed run). With
+    ``checkpoint_dir`` every segment saves its cursor and totals there after each
+    page. On Ctrl-C the pool is stopped and KeyboardInterrupt propagates; the
+    checkpoints let the next run go on from there.
     """
     context = multiprocessing.get_context("spawn")
     counts: Any = context.Queue()
+    shared = {"read": SharedBucketState(context), "write": SharedBucketState(context)}
     outcomes: list[ChildOutcome] = []
     bar = progress_bar(expected_items or None, unit="item", desc="scanned", enabled=progress)
+    bar.update(scanned_before)
     pool = ProcessPoolExecutor(
-        max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts,)
+        max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts, shared)
     )
     try:
         futures: dict[Future[ChildOutcome], dict[str, Any]] = {
-            pool.submit(run_segment, event, invocation_seconds, session_args): event for event in events
+            pool.submit(run_segment, event, invocation_seconds, session_args, checkpoint_dir): event for event in events
         }
         pending = set(futures)
         while pending:
@@ -133,18 +177,40 @@ def run_local(
             _drain(counts, bar)
             for future in done:
                 outcomes.append(_outcome(future, futures[future]))
+            stop = next((o for o in outcomes if systemic(o)), None)
+            if stop is not None:
+                outcomes += _stop(pool, pending, futures, stop)
+                pending = set()
             failed = sum(int((o.output or {}).get("failed", 0)) for o in outcomes)
             bar.set_postfix(segments=f"{len(outcomes)}/{len(events)}", failed=failed)
         _drain(counts, bar)
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
+        _kill(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     return sorted(outcomes, key=lambda o: int(o.event["segment"]))
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the worker processes now (their checkpoints stay)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone once shut down
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+def _stop(
+    pool: ProcessPoolExecutor,
+    pending: set[Future[ChildOutcome]],
+    futures: dict[Future[ChildOutcome], dict[str, Any]],
+    cause: ChildOutcome,
+) -> list[ChildOutcome]:
+    """Stop every other segment at once; each is reported FAILED with the error that stopped the run."""
+    _kill(pool)
+    reason = f"stopped: segment {cause.event['segment']} failed with {cause.error}: {cause.cause}"
+    return [ChildOutcome(futures[f], "FAILED", _now(), _now(), error="RunStopped", cause=reason) for f in pending]
 
 
 def _outcome(future: Future[ChildOutcome], event: dict[str, Any]) -> ChildOutcome:

@@ -82,6 +82,8 @@ def estimate(
     read_capacity: int,
     write_capacity: int,
     aws_segments: int,
+    read_limit: float = 0.0,
+    write_limit: float = 0.0,
     lambda_memory_mb: int = 1024,
 ) -> Estimate:
     """Estimate units, duration and cost.
@@ -89,7 +91,7 @@ def estimate(
     A parallel scan reads with eventual consistency: half a unit per 4 KB. Each
     written item costs one unit per started KB; unchanged items cost nothing.
     The write rate is the table's provisioned capacity, or what a new on-demand
-    table sustains at first.
+    table sustains at first, or the run's limit when that is lower.
     """
     read_units = item_count * average_item_bytes / 4096 * 0.5
     writes = item_count * written_share
@@ -97,6 +99,10 @@ def estimate(
     on_demand = billing_mode == "PAY_PER_REQUEST"
     write_rate = float(NEW_ON_DEMAND_WRITES if on_demand else max(write_capacity, 1))
     read_rate = float(NEW_ON_DEMAND_READS if on_demand else max(read_capacity, 1))
+    if write_limit:  # the run's own limit (capacity_share or max_write_units) sets the pace
+        write_rate = min(write_rate, write_limit)
+    if read_limit:
+        read_rate = min(read_rate, read_limit)
     duration = max(write_units / write_rate, read_units / read_rate)
     hours = duration / 3600
     provisioned = (write_rate * PROVISIONED_WCU_HOUR + read_rate * PROVISIONED_RCU_HOUR) * max(hours, 1)

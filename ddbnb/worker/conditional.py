@@ -25,6 +25,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ddbnb.worker.items import item_size
 from ddbnb.worker.wire import WireClient
 from ddbnb.worker.writes import BATCH_SIZE, THROTTLE_CODES, Backoff, consumed_units
 
@@ -205,7 +206,8 @@ def write_guarded(dynamodb: WireClient, writes: Sequence[Guarded], backoff: Back
                 backoff.wait(attempt)
                 attempt += 1
                 continue
-            outcome.write_units += consumed_units(response)
+            reported = "ConsumedCapacity" in response
+            outcome.write_units += consumed_units(response) if reported else _estimated_units(pending, response)
             retry = []
             for write, answer in zip(pending, response.get("Responses", []), strict=True):
                 error = answer.get("Error")
@@ -225,6 +227,16 @@ def write_guarded(dynamodb: WireClient, writes: Sequence[Guarded], backoff: Back
                 backoff.wait(attempt)
         outcome.stalled.extend(pending)
     return outcome
+
+
+def _estimated_units(writes: Sequence[Guarded], response: dict[str, Any]) -> float:
+    """Write units by DynamoDB's sizing rules, for endpoints that report none (DynamoDB Local's PartiQL)."""
+    units = 0.0
+    for write, answer in zip(writes, response.get("Responses", []), strict=True):
+        if "Error" not in answer or answer["Error"].get("Code") in CONFLICT_CODES:
+            size = max(item_size(write.raw), item_size(write.new or {}))
+            units += max(1, -(-size // 1024))
+    return units
 
 
 def read_again(dynamodb: WireClient, table: str, key: Mapping[str, Any]) -> WireItem | None:

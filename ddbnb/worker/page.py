@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ddbnb.worker.capacity import Bucket
 from ddbnb.worker.conditional import (
     Guarded,
     GuardedOutcome,
@@ -77,6 +78,19 @@ class PageWriter:
     version_attribute: str = ""
     backoff: Backoff = field(default_factory=Backoff)
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    write_bucket: Bucket = field(default_factory=lambda: Bucket(0))
+
+    def _paced(self, units: int, send: Callable[[], Any]) -> Any:
+        """Send one write call within the run's limits: items/s, and capacity units that adapt to throttling."""
+        self.limiter.acquire(units)
+        self.write_bucket.wait()
+        outcome = send()
+        self.write_bucket.spend(outcome.write_units)
+        if outcome.throttled:
+            self.write_bucket.throttled(outcome.throttled)
+        else:
+            self.write_bucket.calm()
+        return outcome
 
     @property
     def in_place(self) -> bool:
@@ -129,8 +143,10 @@ class PageWriter:
         chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
 
         def one(chunk: list[Request]) -> WriteOutcome:
-            self.limiter.acquire(len(chunk))
-            return write_batch(self.dynamodb, self.target, chunk, self.backoff)
+            outcome: WriteOutcome = self._paced(
+                len(chunk), lambda: write_batch(self.dynamodb, self.target, chunk, self.backoff)
+            )
+            return outcome
 
         outcome = WriteOutcome()
         for part in pool.map(one, chunks):
@@ -181,8 +197,10 @@ class PageWriter:
             chunks = [writes[i : i + BATCH_SIZE] for i in range(0, len(writes), BATCH_SIZE)]
 
             def one(chunk: list[Guarded]) -> GuardedOutcome:
-                self.limiter.acquire(len(chunk))
-                return write_guarded(self.dynamodb, chunk, self.backoff)
+                outcome: GuardedOutcome = self._paced(
+                    len(chunk), lambda: write_guarded(self.dynamodb, chunk, self.backoff)
+                )
+                return outcome
 
             conflicts: list[Guarded] = []
             for outcome in pool.map(one, chunks):

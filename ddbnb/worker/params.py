@@ -71,9 +71,9 @@ def check_share(name: str, value: Any) -> float:
 
 
 def check_rate(name: str, value: Any) -> float:
-    """Return a rate in items per second; 0 means unlimited."""
+    """Return a rate per second (items or capacity units); 0 means unlimited."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidParameterError(name, value, "a number of items per second, 0 for no limit")
+        raise InvalidParameterError(name, value, "a number per second, 0 for no limit")
     return float(value)
 
 

@@ -37,6 +37,7 @@ import boto3
 
 from ddbnb.exceptions import ThrottledError
 from ddbnb.worker import params
+from ddbnb.worker.capacity import Limits, limits_for
 from ddbnb.worker.conditional import read_again
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.items import deserialize
@@ -64,7 +65,9 @@ def validate_event(event: Mapping[str, Any]) -> None:
     params.check_choice("write_mode", event.get("write_mode", "batch"), params.WRITE_MODES)
     params.check_attribute("version_attribute", event.get("version_attribute") or "")
     params.check_rate("rate_limit", event.get("rate_limit", 0))
-    if event.get("page_size") is not None:
+    params.check_rate("read_units_per_s", event.get("read_units_per_s") or 0)
+    params.check_rate("write_units_per_s", event.get("write_units_per_s") or 0)
+    if event.get("page_size"):
         params.check_int("page_size", event.get("page_size"), 1)
 
 
@@ -92,8 +95,11 @@ def _start_result(event: Mapping[str, Any]) -> dict[str, Any]:
 class _Segment:
     """State for one invocation over one segment."""
 
-    def __init__(self, event: Mapping[str, Any], boto3_session: boto3.Session | None) -> None:
+    def __init__(
+        self, event: Mapping[str, Any], boto3_session: boto3.Session | None, limits: Limits | None = None
+    ) -> None:
         self.event = event
+        self.limits = limits or limits_for(event)
         self.dynamodb = WireClient(boto3_session)
         self.table = event["table"]
         source = table_facts(self.dynamodb.client, self.table)
@@ -110,6 +116,7 @@ class _Segment:
             version_attribute=event.get("version_attribute") or "",
             backoff=Backoff(),
             limiter=RateLimiter(float(event.get("rate_limit", 0) or 0)),
+            write_bucket=self.limits.write,
         )
         self.result = _start_result(event)
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
@@ -126,8 +133,11 @@ class _Segment:
             kwargs["ExclusiveStartKey"] = cursor
         if self.event.get("page_size"):
             kwargs["Limit"] = self.event["page_size"]
+        self.limits.read.wait()
         page: dict[str, Any] = self.dynamodb.call("Scan", kwargs)
-        self.result["read_units"] += float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+        units = float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
+        self.limits.read.spend(units)
+        self.result["read_units"] += units
         return page
 
     def count(self, tally: PageTally, scanned: int) -> None:
@@ -153,6 +163,8 @@ def process_segment(
     *,
     deadline: float | None = None,
     on_page: Callable[[int], None] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    limits: Limits | None = None,
     boto3_session: boto3.Session | None = None,
 ) -> dict[str, Any]:
     """Process one segment from ``event['cursor']`` until it ends or ``deadline`` nears.
@@ -162,10 +174,15 @@ def process_segment(
     page so far) and returns its cursor. The next page is read while the current
     one is written; a page read ahead when time runs out is dropped, not skipped:
     the cursor still points before it. ``on_page`` is called with the number of
-    items scanned in each page, for progress bars.
+    items scanned in each page, for progress bars. ``checkpoint``, when given, is
+    called after every finished page with the result so far (its ``cursor`` is
+    where to go on), after that page's failures are logged. ``limits`` are the
+    read and write buckets (capacity units per second) when the engine shares
+    them between workers; by default they come from the event's
+    ``read_units_per_s`` and ``write_units_per_s``.
     """
     validate_event(event)
-    work = _Segment(event, boto3_session)
+    work = _Segment(event, boto3_session, limits)
     cursor = event.get("cursor") or None
     slowest = 0.0
     stalled = False
@@ -188,6 +205,9 @@ def process_segment(
                 stalled = True  # the cursor stays before this page: it is read again
                 break
             cursor = next_cursor
+            if checkpoint is not None:
+                work.failures.flush()
+                checkpoint({**work.result, "cursor": cursor, "finished_at": _now()})
             if on_page is not None:
                 on_page(len(items))
             slowest = max(slowest, time.monotonic() - started)

@@ -24,6 +24,10 @@ class TableFacts:
     write_capacity: int
     key_names: tuple[str, ...]
     key_types: tuple[str, ...] = ()  # "S", "N" or "B" for each key attribute
+    max_read_units: int = 0  # on demand: OnDemandThroughput's cap (0: none)
+    max_write_units: int = 0
+    warm_read_units: int = 0  # on demand: WarmThroughput (0: not reported)
+    warm_write_units: int = 0
 
     @property
     def key_schema(self) -> dict[str, str]:
@@ -55,6 +59,7 @@ def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
         raise TableNotFoundError(table_name, describe_where(dynamodb)) from None
     throughput = table.get("ProvisionedThroughput", {})
     types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
+    cap, warm = table.get("OnDemandThroughput", {}), table.get("WarmThroughput", {})
     return TableFacts(
         name=table_name,
         item_count=int(table.get("ItemCount", 0)),
@@ -64,4 +69,8 @@ def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
         write_capacity=int(throughput.get("WriteCapacityUnits", 0)),
         key_names=tuple(k["AttributeName"] for k in table["KeySchema"]),
         key_types=tuple(types.get(k["AttributeName"], "S") for k in table["KeySchema"]),
+        max_read_units=max(0, int(cap.get("MaxReadRequestUnits", 0))),
+        max_write_units=max(0, int(cap.get("MaxWriteRequestUnits", 0))),
+        warm_read_units=int(warm.get("ReadUnitsPerSecond", 0)),
+        warm_write_units=int(warm.get("WriteUnitsPerSecond", 0)),
     )

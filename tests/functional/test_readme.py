@@ -67,7 +67,16 @@ def test_the_cli_has_help_and_a_version():
         helped = subprocess.run([ddbnb, command, "--help"], capture_output=True, text=True)
         assert helped.returncode == 0 and "usage: ddbnb" in helped.stdout
     migrate = subprocess.run([ddbnb, "migrate", "--help"], capture_output=True, text=True).stdout
-    for option in ("--execute", "--run-dir", "--max-failed-share", "--no-require-dry-run", "--destination"):
+    for option in (
+        "--execute",
+        "--run-dir",
+        "--max-failed-share",
+        "--no-require-dry-run",
+        "--destination",
+        "--write-mode",
+        "--capacity-share",
+        "--max-write-units",
+    ):
         assert option in migrate
 
 

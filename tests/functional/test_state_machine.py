@@ -201,3 +201,35 @@ def test_conditional_mode_and_the_failure_log_reach_the_worker_through_the_state
         f"s{i:06d}" for i in range(0, 200, 10)
     ]
     assert failures["error"].str.contains("ValueError").all()
+
+
+def test_running_03_again_attaches_to_the_execution_its_run_folder_started(moto, make_table, tmp_path, monkeypatch):
+    import importlib
+
+    from ddbnb.plan import Plan
+    from ddbnb.worker.tables import describe_table
+
+    migrate_module = importlib.import_module("ddbnb.migrate")  # the module, not the function ddbnb.migrate
+    table = make_table([simple_item(i) for i in range(50)])
+    outputs = create_stack_resources(moto, table)
+    monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
+    plan = Plan(describe_table(table), "tests.fixtures.transforms:set_flag", "aws", 1, 1, stack_name="stack")
+    first = migrate_module._run_aws(plan, tmp_path, None, False, None, {})
+    sfn = moto["client"]("stepfunctions")
+    machine = outputs["StateMachineArn"]
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+    # The kernel died while it waited: summary.json still says RUNNING, with the execution.
+    recorded = json.loads((tmp_path / "summary.json").read_text())
+    assert recorded["execution_arn"] == first and recorded["status"] == "RUNNING"
+    again = migrate_module._run_aws(plan, tmp_path, None, False, None, recorded)
+    assert again == first
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # no second execution
+
+
+def test_execution_names_are_unique_and_fit_step_functions():
+    from ddbnb.migrate import execution_name
+
+    long = "orders:" + "x" * 200 + "-20261127T000000Z"
+    names = {execution_name(long) for _ in range(50)}
+    assert len(names) == 50
+    assert all(len(n) <= 80 and all(c.isalnum() or c in "-_" for c in n) for n in names)

@@ -1,0 +1,127 @@
+"""Crash-proof local runs: checkpoints after every page, and a run that goes on where it was killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import ddbnb
+from ddbnb.engines.checkpoints import load_all
+from tests.conftest import scan_all, simple_item, spec
+
+ROOT = Path(__file__).resolve().parents[2]
+ITEMS = 3_000
+
+
+def scanned_so_far(run_dir: Path) -> int:
+    try:
+        return sum(int(c["scanned"]) for c in load_all(run_dir).values())
+    except (OSError, ValueError):
+        return 0
+
+
+def start_slow_run(table: str, run_dir: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A run paced to about 8 seconds, in its own process group, as a user's script would start it."""
+    script = textwrap.dedent(f"""
+        import ddbnb
+        if __name__ == "__main__":
+            plan = ddbnb.plan_migration({table!r}, {spec("set_flag")!r}, total_segments=4, max_concurrency=2,
+                                        rate_limit=400)
+            ddbnb.migrate(plan, execute=True, run_dir={str(run_dir)!r}, require_dry_run=False, progress=False)
+    """)
+    (tmp_path / "run_it.py").write_text(script)
+    return subprocess.Popen(
+        [sys.executable, str(tmp_path / "run_it.py")],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(run_dir: Path, child: subprocess.Popen[bytes], share: float) -> None:
+    deadline = time.monotonic() + 120
+    while scanned_so_far(run_dir) < share * ITEMS and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be stopped"
+
+
+def test_a_sigkilled_run_goes_on_from_its_checkpoints(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i, pad=200) for i in range(ITEMS)])
+    run_dir = tmp_path / "run"
+    child = start_slow_run(table, run_dir, tmp_path)
+    try:
+        wait_for(run_dir, child, 0.4)
+        os.killpg(child.pid, signal.SIGKILL)  # the engine and every worker, at once
+        child.wait()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    killed_at = scanned_so_far(run_dir)
+    assert 0.4 * ITEMS <= killed_at < ITEMS
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "RUNNING"
+
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2)
+    summary = ddbnb.migrate(plan, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
+    assert summary is not None and summary["status"] == "SUCCEEDED"
+    assert summary["scanned"] == ITEMS and summary["failed"] == 0
+    this_run = summary["scanned"] - summary["resumed"]["scanned_before"]
+    print(f"killed after {killed_at} of {ITEMS} scanned; the second run scanned {this_run}")
+    assert this_run <= 0.7 * ITEMS, summary["resumed"]
+    final = scan_all(dynamodb, table)
+    assert len(final) == ITEMS and {item["flag"] for item in final.values()} == {"v2"}
+    assert all(c["cursor"] is None for c in load_all(run_dir).values())
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i, pad=200) for i in range(ITEMS)])
+    run_dir = tmp_path / "run"
+    child = start_slow_run(table, run_dir, tmp_path)
+    try:
+        wait_for(run_dir, child, 0.3)
+        os.kill(child.pid, signal.SIGINT)  # Ctrl-C in the terminal that started it
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode != 0 and b"KeyboardInterrupt" in stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "INTERRUPTED"
+    summary = ddbnb.resume(run_dir, progress=False)
+    assert summary["status"] == "SUCCEEDED" and summary["scanned"] == ITEMS
+    assert {item["flag"] for item in scan_all(dynamodb, table).values()} == {"v2"}
+
+
+def test_resume_reads_the_plan_from_the_run_folder(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i) for i in range(400)])
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2)
+    first = ddbnb.migrate(plan, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    assert first is not None
+    # As if the run had died with two segments done: their checkpoints stay, the others go back.
+    for segment in (2, 3):
+        (tmp_path / "checkpoints" / f"segment-{segment}.json").unlink()
+    summary_path = tmp_path / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "status": "RUNNING"}))
+    resumed = ddbnb.resume(tmp_path, progress=False)
+    assert resumed["resumed"]["segments_done"] == 2 and resumed["scanned"] == 400
+    assert resumed["written"] == 400 - resumed["unchanged"] and resumed["status"] == "SUCCEEDED"
+
+
+def test_a_finished_run_folder_starts_over_and_a_different_plan_is_refused(make_table, tmp_path):
+    table = make_table([simple_item(i) for i in range(100)])
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=2, max_concurrency=2)
+    ddbnb.migrate(plan, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    again = ddbnb.migrate(plan, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    assert again is not None and (again["scanned"], again["unchanged"]) == (100, 100)  # not "resumed"
+    summary_path = tmp_path / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "status": "RUNNING"}))
+    other = ddbnb.plan_migration(table, spec("set_flag"), total_segments=3, max_concurrency=2)
+    with pytest.raises(ddbnb.exceptions.DdbnbError, match="total_segments=2"):
+        ddbnb.migrate(other, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)

@@ -1,0 +1,86 @@
+"""The capacity bucket: pacing in units, debt, and the adaptive factor, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddbnb.plan import capacity_limits, page_size_for, table_rate
+from ddbnb.worker.capacity import Bucket, BucketState, limits_for
+from ddbnb.worker.tables import TableFacts
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def bucket(rate: float, clock: Clock) -> Bucket:
+    state = BucketState()
+    state.values = [0.0, clock.now, 1.0]
+    return Bucket(rate, state, sleep=clock.sleep, clock=clock)
+
+
+def test_spending_paces_to_the_rate_in_units():
+    clock = Clock()
+    limit = bucket(100, clock)
+    for _ in range(50):  # 50 calls of 10 units: 500 units at 100 units/s
+        limit.wait()
+        limit.spend(10)
+    limit.wait()
+    assert clock.now == pytest.approx(5.0, rel=0.02)
+
+
+def test_throttles_cut_the_rate_and_calm_calls_grow_it_back():
+    clock = Clock()
+    limit = bucket(100, clock)
+    limit.throttled(2)
+    assert limit.factor == pytest.approx(0.49)
+    limit.spend(49)
+    limit.wait()
+    assert clock.now == pytest.approx(1.0, rel=0.02)  # 49 units at 49 units/s
+    for _ in range(100):
+        limit.calm()
+    assert limit.factor == 1.0
+    limit.throttled(50)
+    assert limit.factor == 0.05  # never stops altogether
+
+
+def test_no_rate_never_waits():
+    clock = Clock()
+    limit = bucket(0, clock)
+    limit.spend(10**6)
+    limit.wait()
+    assert clock.now == 0
+
+
+def facts(mode: str = "PROVISIONED", **extra: int) -> TableFacts:
+    return TableFacts("t", 100_000, 100_000 * 2_000, mode, 300, 1_000, ("pk",), **extra)
+
+
+def test_the_share_is_of_the_tables_own_capacity():
+    assert table_rate(facts(), "write") == (1_000.0, "provisioned")
+    assert table_rate(facts("PAY_PER_REQUEST", max_write_units=600), "write")[0] == 600
+    assert table_rate(facts("PAY_PER_REQUEST", warm_write_units=8_000), "write")[0] == 8_000
+    assert table_rate(facts("PAY_PER_REQUEST"), "write")[0] == 4_000
+    read, write, reasons = capacity_limits(facts(), facts(), 0.3, 0, 250)
+    assert (read, write) == (90, 250)  # an absolute cap wins over the share
+    assert "capacity_share 0.3" in reasons[0] and "max_write_units" in reasons[1]
+
+
+def test_pages_are_sized_to_a_few_seconds_of_a_workers_budget():
+    assert page_size_for(facts(), 0, 0, 4) == 0
+    size = page_size_for(facts(), 0, 100, 4)  # 25 units/s per worker, 2 units per 2 KB item
+    assert size == 125
+
+
+def test_events_carry_the_rates_and_share_state():
+    shared = {"write": BucketState()}
+    limits = limits_for({"read_units_per_s": 5, "write_units_per_s": 7}, shared)
+    assert (limits.read.rate, limits.write.rate) == (5, 7)
+    assert limits.write.state is shared["write"] and limits.read.state is not shared["write"]
