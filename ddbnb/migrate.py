@@ -244,7 +244,7 @@ def _unfinished(plan: Plan, folder: Path, previous: dict[str, Any]) -> dict[int,
 
 
 def _record_plan(plan: Plan, folder: Path, **settings: Any) -> None:
-    """Write what ddbnb.resume needs to plan the same run again, and mark the run as running."""
+    """Write what ddbnb.resume needs to plan the same run again, and mark a local run as running."""
     recorded = {
         "table": plan.table.name,
         "transform": plan.transform,
@@ -259,7 +259,8 @@ def _record_plan(plan: Plan, folder: Path, **settings: Any) -> None:
         **settings,
     }
     (folder / PLAN_FILE).write_text(json.dumps(recorded, indent=1))
-    (folder / "summary.json").write_text(json.dumps({"status": "RUNNING", "table": plan.table.name}))
+    if plan.engine == "local":  # the aws engine records its execution itself, once it has one
+        (folder / "summary.json").write_text(json.dumps({"status": "RUNNING", "table": plan.table.name}))
 
 
 def _run_local(
@@ -333,7 +334,7 @@ def _run_aws(
 ) -> str:
     """Start the run, or attach to the one this run folder already started; wait; fetch the results."""
     outputs = stack_outputs(plan.stack_name, boto3_session)
-    arn, name = previous.get("execution_arn"), previous.get("execution_name")
+    arn, name = previous.get("execution_arn"), previous.get("execution_name") or folder.name
     status = describe_status(arn, boto3_session) if arn and previous.get("status") == "RUNNING" else None
     if status in ("FAILED", "TIMED_OUT", "ABORTED"):
         raise DdbnbError(

@@ -6,7 +6,8 @@ and is the same code the local engine runs.
 Event (a Map item plus run settings)::
 
     {table, destination?, segment, total_segments, transform, write_mode,
-     version_attribute?, rate_limit, failures_to?, cursor?, totals?, page_size?}
+     version_attribute?, rate_limit, read_units_per_s?, write_units_per_s?,
+     failures_to?, cursor?, totals?, page_size?}
 
 Result::
 
