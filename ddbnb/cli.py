@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     box.add_argument("action", choices=["up", "down", "env"], help="start, stop, or print the exports")
     box.add_argument("--dynamodb-port", type=int, default=0, help="port of DynamoDB Local (0 picks a free one)")
     box.add_argument("--moto-port", type=int, default=0, help="port of the moto server (0 picks a free one)")
+    box.add_argument(
+        "--write-units", type=float, default=0, help="emulate provisioned capacity: write units per table and second"
+    )
+    box.add_argument("--read-units", type=float, default=0, help="emulate provisioned capacity: read units per second")
 
     demo = commands.add_parser("demo", help="seed a demo table in a fresh sandbox and run notebooks 01 to 04")
     demo.add_argument("--items", type=int, default=100_000, help="items in the demo table (default 100,000)")
@@ -171,11 +175,15 @@ def _run(args: argparse.Namespace) -> None:
 
 def _sandbox(args: argparse.Namespace) -> None:
     if args.action == "up":
-        running, started = servers.up(args.dynamodb_port, args.moto_port)
+        running, started = servers.up(
+            args.dynamodb_port, args.moto_port, write_units=args.write_units, read_units=args.read_units
+        )
         print(running.exports())
         what = "started" if started else "already running"
         print(
-            f"# sandbox {what}: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}; "
+            f"# sandbox {what}: DynamoDB Local at {running.dynamodb.url}, moto at {running.moto.url}"
+            + (f", capacity emulation at {running.proxy.url}" if running.proxy else "")
+            + "; "
             f'logs in {running.dynamodb.log.parent}. Load with: eval "$(ddbnb sandbox env)"',
             file=sys.stderr,
         )

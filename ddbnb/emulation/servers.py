@@ -188,7 +188,7 @@ def _answers_http(server: Server) -> bool:
 
 
 def _wait_ready(server: Server, deadline: float) -> None:
-    probe = _answers_list_tables if server.marker == "DynamoDBLocal.jar" else _answers_http
+    probe = _answers_list_tables if server.marker in ("DynamoDBLocal.jar", "capacity_proxy") else _answers_http
     while time.monotonic() < deadline:
         if not server.alive():
             raise ServerDiedError(server.name, f"exited while starting (log: {server.log})", _tail(server.log))
@@ -205,13 +205,14 @@ class Sandbox:
 
     dynamodb: Server
     moto: Server
+    proxy: Server | None = None  # the capacity emulation in front of DynamoDB Local, when asked for
 
     @property
     def env(self) -> dict[str, str]:
         """The variables that point boto3 at the sandbox."""
         return {
             "AWS_ENDPOINT_URL": self.moto.url,
-            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.url,
+            "AWS_ENDPOINT_URL_DYNAMODB": (self.proxy or self.dynamodb).url,
             "AWS_ACCESS_KEY_ID": "sandbox",
             "AWS_SECRET_ACCESS_KEY": "sandbox",
             "AWS_REGION": REGION,
@@ -226,7 +227,9 @@ class Sandbox:
         return "\n".join(lines)
 
     def stop(self) -> None:
-        """Stop both servers."""
+        """Stop every server it started."""
+        if self.proxy is not None:
+            self.proxy.stop()
         self.moto.stop()
         self.dynamodb.stop()
 
@@ -267,10 +270,20 @@ def start_dynamodb_local(
     return server
 
 
-def start_sandbox(dynamodb_port: int = 0, moto_port: int = 0, log_dir: str | Path | None = None) -> Sandbox:
+def start_sandbox(
+    dynamodb_port: int = 0,
+    moto_port: int = 0,
+    log_dir: str | Path | None = None,
+    *,
+    write_units: float = 0,
+    read_units: float = 0,
+) -> Sandbox:
     """Start DynamoDB Local and a moto server; return once both answer.
 
-    A port of 0 picks a free one. Raises JavaNotFoundError,
+    A port of 0 picks a free one. With ``write_units`` or ``read_units``, the
+    DynamoDB endpoint is a capacity emulation in front of DynamoDB Local that
+    throttles each table beyond those units per second
+    (:mod:`ddbnb.emulation.capacity_proxy`). Raises JavaNotFoundError,
     DynamoDBLocalMissingError, PortInUseError or ServerDiedError.
     """
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="ddbnb-sandbox-"))
@@ -292,16 +305,32 @@ def start_sandbox(dynamodb_port: int = 0, moto_port: int = 0, log_dir: str | Pat
         dynamodb.stop()
         moto.stop()
         raise
-    return Sandbox(dynamodb, moto)
+    if not (write_units or read_units):
+        return Sandbox(dynamodb, moto)
+    port = _free_port()
+    command = [sys.executable, "-m", "ddbnb.emulation.capacity_proxy", "--target", dynamodb.url, "--port", str(port)]
+    command += ["--write-units", str(write_units), "--read-units", str(read_units)]
+    proxy = _spawn("capacity proxy", command, port, logs / "capacity-proxy.log", _aws_free_env(), "capacity_proxy")
+    try:
+        _wait_ready(proxy, time.monotonic() + READY_TIMEOUT_S)
+    except SandboxError:
+        dynamodb.stop()
+        moto.stop()
+        raise
+    return Sandbox(dynamodb, moto, proxy)
 
 
 @contextmanager
-def sandbox(dynamodb_port: int = 0, moto_port: int = 0) -> Iterator[Sandbox]:
+def sandbox(
+    dynamodb_port: int = 0, moto_port: int = 0, *, write_units: float = 0, read_units: float = 0
+) -> Iterator[Sandbox]:
     """Run the sandbox for the ``with`` block, pointing this process's AWS settings at it.
 
-    The servers stop and the environment is restored on exit, also on error or Ctrl-C.
+    ``write_units`` / ``read_units`` put the capacity emulation in front of
+    DynamoDB Local (per table and second). The servers stop and the environment
+    is restored on exit, also on error or Ctrl-C.
     """
-    running = start_sandbox(dynamodb_port, moto_port)
+    running = start_sandbox(dynamodb_port, moto_port, write_units=write_units, read_units=read_units)
     saved = {name: os.environ.get(name) for name in (*running.env, *UNSET)}
     try:
         for name in UNSET:
@@ -326,13 +355,19 @@ def _load_state() -> Sandbox | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    servers = [
-        Server(s["name"], s["port"], s["pid"], Path(s["log"]), s["marker"]) for s in (data["dynamodb"], data["moto"])
-    ]
-    return Sandbox(*servers)
+
+    def server(role: str) -> Server | None:
+        s = data.get(role)
+        return Server(s["name"], s["port"], s["pid"], Path(s["log"]), s["marker"]) if s else None
+
+    dynamodb, moto = server("dynamodb"), server("moto")
+    assert dynamodb is not None and moto is not None
+    return Sandbox(dynamodb, moto, server("proxy"))
 
 
-def up(dynamodb_port: int = 0, moto_port: int = 0) -> tuple[Sandbox, bool]:
+def up(
+    dynamodb_port: int = 0, moto_port: int = 0, *, write_units: float = 0, read_units: float = 0
+) -> tuple[Sandbox, bool]:
     """Start the sandbox in the background and remember it for :func:`down`.
 
     Returns the sandbox and whether it was started now (False: one was already
@@ -355,10 +390,13 @@ def up(dynamodb_port: int = 0, moto_port: int = 0) -> tuple[Sandbox, bool]:
         return current, False
     if current is not None:
         down()
-    running = start_sandbox(dynamodb_port, moto_port, log_dir=state_dir() / "logs")
+    running = start_sandbox(
+        dynamodb_port, moto_port, log_dir=state_dir() / "logs", write_units=write_units, read_units=read_units
+    )
     state = {
         role: {"name": s.name, "port": s.port, "pid": s.pid, "log": str(s.log), "marker": s.marker}
-        for role, s in (("dynamodb", running.dynamodb), ("moto", running.moto))
+        for role, s in (("dynamodb", running.dynamodb), ("moto", running.moto), ("proxy", running.proxy))
+        if s is not None
     }
     _state_file().write_text(json.dumps(state, indent=1))
     return running, True

@@ -46,7 +46,7 @@ from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import Backoff, RateLimiter
+from ddbnb.worker.writes import THROTTLE_CODES, Backoff, RateLimiter
 
 #: Concurrent write calls per worker.
 WRITE_THREADS = 4
@@ -102,6 +102,9 @@ class _Segment:
         self.event = event
         self.limits = limits or limits_for(event)
         self.dynamodb = WireClient(boto3_session)
+        # botocore retries throttled calls itself: every throttled attempt slows the right bucket down.
+        self.dynamodb.client.meta.events.register("needs-retry.dynamodb", self._on_attempt)
+        self.throttled_attempts = 0
         self.table = event["table"]
         source = table_facts(self.dynamodb.client, self.table)
         target = event.get("destination") or self.table
@@ -121,6 +124,14 @@ class _Segment:
         )
         self.result = _start_result(event)
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
+
+    def _on_attempt(self, response: Any = None, operation: Any = None, **_: Any) -> None:
+        """Seen on every attempt of a call: a throttled one cuts its bucket's rate (reads or writes)."""
+        parsed: dict[str, Any] = response[1] if response and len(response) > 1 and response[1] else {}
+        if parsed.get("Error", {}).get("Code", "") in THROTTLE_CODES:
+            self.throttled_attempts += 1
+            bucket = self.limits.read if getattr(operation, "name", "") == "Scan" else self.limits.write
+            bucket.throttled()
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
         """Scan one page from ``cursor``; its read units count now, its items once it is processed."""
@@ -217,6 +228,7 @@ def process_segment(
         if ahead is not None:
             ahead.result()  # read ahead but not processed: the cursor still points before it
     work.failures.flush()
+    work.result["throttled"] += work.throttled_attempts
     if stalled:
         work.result["stalls"] += 1
         if work.result["stalls"] >= MAX_STALLS:

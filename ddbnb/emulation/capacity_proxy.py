@@ -1,0 +1,221 @@
+"""An emulation of provisioned throughput in front of DynamoDB Local, for rehearsing capacity limits.
+
+DynamoDB Local never throttles. This small HTTP proxy forwards every call to
+it, and charges each table's read and write units the way DynamoDB documents
+them:
+
+- token buckets refilled at the table's rate, saving up to 300 seconds of
+  unused capacity as burst;
+- writes: 1 unit per started KB of each item written (at least 1), checked
+  before the call: a call the bucket cannot pay for is refused;
+- reads: 1 unit per started 4 KB read, half for eventually consistent reads,
+  charged after the call (the bucket may go into debt, as DynamoDB's does),
+  and refused while the bucket is in debt;
+- refusals answer HTTP 400 with ``ProvisionedThroughputExceededException`` in
+  DynamoDB's JSON wire format, which boto3 reads as it reads AWS's.
+
+It is an emulation, kept small: no partitions, no adaptive capacity, no
+UnprocessedItems (a batch is refused whole), item sizes by DynamoDB's rules
+but delete and update sizes estimated from the request.
+Run it with ``ddbnb sandbox up --write-units W --read-units R``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ddbnb.worker.items import item_size
+
+#: Seconds of unused capacity a table saves up as burst.
+BURST_S = 300.0
+WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "BatchExecuteStatement", "ExecuteStatement"}
+READS = {"GetItem", "Query", "Scan", "BatchGetItem"}
+_TABLE_IN_STATEMENT = re.compile(r'(?:UPDATE|INTO|FROM)\s+"((?:[^"]|"")+)"', re.I)
+THROTTLED = {
+    "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+    "message": "The level of configured provisioned throughput for the table was exceeded. "
+    "Consider increasing your provisioning level with the UpdateTable API.",
+}
+
+
+class TableBuckets:
+    """A table's read and write buckets."""
+
+    def __init__(self, read_rate: float, write_rate: float, clock: Any = time.monotonic) -> None:
+        self.rates = {"read": read_rate, "write": write_rate}
+        self.tokens = {"read": read_rate, "write": write_rate}  # a new table: one second's worth
+        self.clock = clock
+        self.stamp = clock()
+        self.lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        for kind, rate in self.rates.items():
+            self.tokens[kind] = min(rate * BURST_S, self.tokens[kind] + (now - self.stamp) * rate)
+        self.stamp = now
+
+    def take_write(self, units: float) -> bool:
+        """Pay for a write before it is sent; False: throttle it."""
+        with self.lock:
+            self._refill()
+            if self.rates["write"] and self.tokens["write"] < units:
+                return False
+            self.tokens["write"] -= units
+            return True
+
+    def may_read(self) -> bool:
+        """Whether a read may start (the read bucket is not in debt)."""
+        with self.lock:
+            self._refill()
+            return not self.rates["read"] or self.tokens["read"] >= 0
+
+    def charge_read(self, units: float) -> None:
+        """Charge a read after it ran (the bucket may go into debt)."""
+        with self.lock:
+            self.tokens["read"] -= units
+
+
+def write_units(operation: str, body: dict[str, Any]) -> dict[str, float]:
+    """The write units a call costs, by table."""
+    costs: dict[str, float] = {}
+
+    def add(table: str, size: int) -> None:
+        costs[table] = costs.get(table, 0.0) + max(1, math.ceil(size / 1024))
+
+    if operation == "BatchWriteItem":
+        for table, requests in body.get("RequestItems", {}).items():
+            for request in requests:
+                put = request.get("PutRequest", {}).get("Item")
+                add(table, item_size(put) if put else item_size(request.get("DeleteRequest", {}).get("Key", {})))
+    elif operation in ("BatchExecuteStatement", "ExecuteStatement"):
+        statements = body.get("Statements") or [body]
+        for statement in statements:
+            match = _TABLE_IN_STATEMENT.search(statement.get("Statement", ""))
+            if match:
+                params = statement.get("Parameters", [])
+                add(match.group(1).replace('""', '"'), sum(item_size({"p": p}) for p in params))
+    else:
+        item = body.get("Item") or body.get("Key") or {}
+        extra = body.get("ExpressionAttributeValues", {})
+        add(body.get("TableName", ""), item_size(item) + item_size(extra))
+    return costs
+
+
+def read_units(body: dict[str, Any], response: dict[str, Any]) -> float:
+    """The read units a Scan, Query or GetItem consumed, by the bytes it read."""
+    items = response.get("Items") or ([response["Item"]] if "Item" in response else [])
+    size = sum(item_size(item) for item in items)
+    units = max(1, math.ceil(size / 4096))
+    return units if body.get("ConsistentRead") else units / 2
+
+
+class CapacityProxy:
+    """The proxy: per-table buckets at ``read_units`` / ``write_units`` per second, forwarding to ``target``."""
+
+    def __init__(self, target: str, read_units: float, write_units: float, port: int = 0) -> None:
+        self.target = target.rstrip("/")
+        self.read_units, self.write_units = read_units, write_units
+        self.tables: dict[str, TableBuckets] = {}
+        self.lock = threading.Lock()
+        self.throttled = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                proxy.handle(self)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Its endpoint URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def buckets(self, table: str) -> TableBuckets:
+        """The buckets of ``table``, made on first use."""
+        with self.lock:
+            if table not in self.tables:
+                self.tables[table] = TableBuckets(self.read_units, self.write_units)
+            return self.tables[table]
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        """Charge the call to its table(s); refuse it, or forward it and charge its reads."""
+        data = request.rfile.read(int(request.headers.get("Content-Length", 0)))
+        operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
+        body: dict[str, Any] = json.loads(data or b"{}")
+        if operation in WRITES:
+            for table, units in write_units(operation, body).items():
+                if not self.buckets(table).take_write(units):
+                    return self._throttle(request)
+        if operation in READS and not self.buckets(body.get("TableName", "")).may_read():
+            return self._throttle(request)
+        status, headers, answer = self._forward(request, data)
+        if operation in READS and status == 200:
+            self.buckets(body.get("TableName", "")).charge_read(read_units(body, json.loads(answer or b"{}")))
+        self._reply(request, status, headers, answer)
+
+    def _forward(self, request: BaseHTTPRequestHandler, data: bytes) -> tuple[int, dict[str, str], bytes]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        forwarded = urllib.request.Request(self.target + request.path, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(forwarded, timeout=60) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def _throttle(self, request: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.throttled += 1
+        body = json.dumps(THROTTLED).encode()
+        self._reply(request, 400, {"Content-Type": "application/x-amz-json-1.0"}, body)
+
+    @staticmethod
+    def _reply(request: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+        request.send_response(status)
+        for name, value in headers.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                request.send_header(name, value)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    def start(self) -> CapacityProxy:
+        """Serve in a background thread."""
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ddbnb.emulation.capacity_proxy --target URL --port P --write-units W --read-units R``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--target", required=True, help="DynamoDB Local's URL")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--write-units", type=float, default=0.0, help="per table and second; 0: no limit")
+    parser.add_argument("--read-units", type=float, default=0.0, help="per table and second; 0: no limit")
+    args = parser.parse_args(argv)
+    proxy = CapacityProxy(args.target, args.read_units, args.write_units, args.port)
+    print(f"capacity proxy on {proxy.url} -> {args.target}", flush=True)
+    proxy.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
