@@ -182,18 +182,16 @@ def _finding(key: dict[str, Any], rule: str, detail: str) -> dict[str, Any]:
     return {"key": key, "rule": rule, "message": f"{detail}: {FIXES[rule]}" if detail else FIXES[rule]}
 
 
-def _target(verdict: Verdict, plan: Plan) -> str:
+def _earlier(
+    verdict: Verdict, plan: Plan, key: dict[str, Any], targets: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The key of an earlier sampled item with this item's destination key (None: remember this one)."""
     assert verdict.wire is not None
-    return json.dumps({name: verdict.wire.get(name) for name in plan.target_keys}, sort_keys=True)
-
-
-def _collides(verdict: Verdict, plan: Plan, key: dict[str, Any], targets: dict[str, dict[str, Any]]) -> bool:
-    """Whether another sampled item already maps to this item's destination key (else remember it)."""
-    target = _target(verdict, plan)
+    target = json.dumps({name: verdict.wire.get(name) for name in plan.target_keys}, sort_keys=True)
     if target in targets:
-        return True
+        return targets[target]
     targets[target] = key
-    return False
+    return None
 
 
 def _idempotent(func: Transform, verdict: Verdict) -> bool:
@@ -272,15 +270,9 @@ def dry_run(
         if verdict.action == FAILED:
             counts["failed"] += 1
             findings.append(_finding(key, verdict.rule, verdict.message))
-        elif verdict.action == PUT and destination_table_name and _collides(verdict, plan, key, targets):
+        elif verdict.action == PUT and destination_table_name and (earlier := _earlier(verdict, plan, key, targets)):
             counts["failed"] += 1
-            findings.append(
-                _finding(
-                    key,
-                    "key_collision",
-                    f"the same destination key as item {json.dumps(targets[_target(verdict, plan)])}",
-                )
-            )
+            findings.append(_finding(key, "key_collision", f"the same destination key as item {json.dumps(earlier)}"))
         elif verdict.action == DELETE:
             counts["deleted"] += 1
             changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})

@@ -243,6 +243,11 @@ def _unfinished(plan: Plan, folder: Path, previous: dict[str, Any]) -> dict[int,
     return found
 
 
+def _mark(folder: Path, status: str, plan: Plan) -> None:
+    """Say in summary.json that the local run in ``folder`` is RUNNING, INTERRUPTED or STOPPED (resumable)."""
+    (folder / "summary.json").write_text(json.dumps({"status": status, "table": plan.table.name}))
+
+
 def _record_plan(plan: Plan, folder: Path, **settings: Any) -> None:
     """Write what ddbnb.resume needs to plan the same run again, and mark a local run as running."""
     recorded = {
@@ -260,7 +265,7 @@ def _record_plan(plan: Plan, folder: Path, **settings: Any) -> None:
     }
     (folder / PLAN_FILE).write_text(json.dumps(recorded, indent=1))
     if plan.engine == "local":  # the aws engine records its execution itself, once it has one
-        (folder / "summary.json").write_text(json.dumps({"status": "RUNNING", "table": plan.table.name}))
+        _mark(folder, "RUNNING", plan)
 
 
 def _run_local(
@@ -301,13 +306,13 @@ def _run_local(
             scanned_before=scanned_before,
         )
     except KeyboardInterrupt:
-        (folder / "summary.json").write_text(json.dumps({"status": "INTERRUPTED", "table": plan.table.name}))
+        _mark(folder, "INTERRUPTED", plan)
         print(f"\nstopped. Run 03 again with run_dir={str(folder)!r}, or ddbnb.resume(run_dir), to go on from here.")
         raise
     write_results(folder, done + outcomes, run_name=folder.name, engine=plan.engine)
     stop = next((o for o in outcomes if systemic(o)), None)
     if stop is not None:
-        (folder / "summary.json").write_text(json.dumps({"status": "STOPPED", "table": plan.table.name}))
+        _mark(folder, "STOPPED", plan)
         raise RunStoppedError(str(folder), int(stop.event["segment"]), stop.error, stop.cause)
     if not unfinished:
         return None

@@ -14,6 +14,7 @@ from ddbnb.exceptions import InvalidParameterError
 from ddbnb.insight.estimate import NEW_ON_DEMAND_READS, NEW_ON_DEMAND_WRITES
 from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors
+from ddbnb.worker.items import write_units
 from ddbnb.worker.tables import TableFacts, describe_table
 from ddbnb.worker.transforms import load_transform
 
@@ -169,7 +170,7 @@ def page_size_for(facts: TableFacts, read: float, write: float, concurrency: int
     if read:
         pages.append(read / concurrency * seconds / max(item_bytes / 4096 * 0.5, 0.001))
     if write:
-        pages.append(write / concurrency * seconds / max(1.0, math.ceil(item_bytes / 1024)))
+        pages.append(write / concurrency * seconds / write_units(item_bytes))
     size = int(min(pages))
     return max(1, size) if size < 10_000 else 0
 

@@ -40,15 +40,23 @@ def dynamodb(sandbox: Sandbox) -> Any:
     return client("dynamodb")
 
 
-def create_table(dynamodb: Any, keys: tuple[str, ...] = ("pk", "sk")) -> str:
-    """Create an empty on-demand table with string keys; return its unique name."""
+def create_table(
+    dynamodb: Any, keys: tuple[str, ...] = ("pk", "sk"), *, key_type: str = "S", throughput: int = 0
+) -> str:
+    """Create an empty table keyed by ``keys`` of ``key_type``; return its unique name.
+
+    On demand, or provisioned with ``throughput`` write units (and 10x as many read units).
+    """
     name = f"t{next(_names)}-{id(dynamodb) % 10_000}"
     roles = ("HASH", "RANGE")
+    billing: dict[str, Any] = {"BillingMode": "PAY_PER_REQUEST"}
+    if throughput:
+        billing = {"ProvisionedThroughput": {"ReadCapacityUnits": 10 * throughput, "WriteCapacityUnits": throughput}}
     dynamodb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": k, "KeyType": r} for k, r in zip(keys, roles[: len(keys)], strict=True)],
-        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
-        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": key_type} for k in keys],
+        **billing,
     )
     return name
 

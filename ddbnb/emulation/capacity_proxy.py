@@ -33,7 +33,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ddbnb.worker.items import item_size
+from ddbnb.worker.items import item_size, write_units
 
 #: Seconds of unused capacity a table saves up as burst.
 BURST_S = 300.0
@@ -84,12 +84,12 @@ class TableBuckets:
             self.tokens["read"] -= units
 
 
-def write_units(operation: str, body: dict[str, Any]) -> dict[str, float]:
+def charged_write_units(operation: str, body: dict[str, Any]) -> dict[str, float]:
     """The write units a call costs, by table."""
     costs: dict[str, float] = {}
 
     def add(table: str, size: int) -> None:
-        costs[table] = costs.get(table, 0.0) + max(1, math.ceil(size / 1024))
+        costs[table] = costs.get(table, 0.0) + write_units(size)
 
     if operation == "BatchWriteItem":
         for table, requests in body.get("RequestItems", {}).items():
@@ -158,7 +158,7 @@ class CapacityProxy:
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         body: dict[str, Any] = json.loads(data or b"{}")
         if operation in WRITES:
-            for table, units in write_units(operation, body).items():
+            for table, units in charged_write_units(operation, body).items():
                 if not self.buckets(table).take_write(units):
                     return self._throttle(request)
         if operation in READS and not self.buckets(body.get("TableName", "")).may_read():

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ddbnb.worker import items
+
 #: us-east-1 list prices as published in 2025 (on-demand after the November 2024 price cut).
 PRICES_AS_OF = "2025, us-east-1"
 ON_DEMAND_PER_MILLION_WRITES = 0.625
@@ -95,7 +97,7 @@ def estimate(
     """
     read_units = item_count * average_item_bytes / 4096 * 0.5
     writes = item_count * written_share
-    write_units = writes * max(1, math.ceil(average_written_bytes / 1024))
+    write_units = writes * items.write_units(average_written_bytes)
     on_demand = billing_mode == "PAY_PER_REQUEST"
     write_rate = float(NEW_ON_DEMAND_WRITES if on_demand else max(write_capacity, 1))
     read_rate = float(NEW_ON_DEMAND_READS if on_demand else max(read_capacity, 1))

@@ -23,20 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from ddbnb.worker.items import item_size
+from ddbnb.worker.items import item_size, write_units
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import BATCH_SIZE, THROTTLE_CODES, Backoff, consumed_units
+from ddbnb.worker.writes import BATCH_SIZE, THROTTLE_CODES, Backoff, consumed_units, retry_until_stalled
 
 #: Guards (conditions) one statement may carry; beyond it, use ``version_attribute``.
 MAX_GUARDS = 100
 #: PartiQL error codes that mean "try again later".
-RETRY_CODES = frozenset(
-    {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded", "InternalServerError"}
-    | {code for code in THROTTLE_CODES}
-    | {"TransactionConflict"}
-)
+RETRY_CODES = THROTTLE_CODES | {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict"}
 #: PartiQL error codes that mean "the item is not as read" (or, for INSERT, "the key exists").
 CONFLICT_CODES = frozenset({"ConditionalCheckFailed", "DuplicateItem"})
 
@@ -69,8 +63,15 @@ def _where(key_names: Sequence[str], item: Mapping[str, Any], params: list[Any])
     return clauses
 
 
-def _version_guard(version_attribute: str, raw: Mapping[str, Any], params: list[Any]) -> str:
-    return _guard(version_attribute, raw.get(version_attribute), params)
+def _guards(
+    raw: Mapping[str, Any], names: Sequence[str], version_attribute: str, params: list[Any], what: str
+) -> list[str]:
+    """The conditions that ``names`` still hold their values in ``raw``, or that its version does."""
+    if version_attribute:
+        return [_guard(version_attribute, raw.get(version_attribute), params)]
+    if len(names) > MAX_GUARDS:
+        raise TooManyGuardsError(f"{len(names)} {what} are more than {MAX_GUARDS} conditions; use version_attribute")
+    return [_guard(name, raw.get(name), params) for name in names]
 
 
 def _next_version(raw: Mapping[str, Any], version_attribute: str) -> dict[str, str]:
@@ -107,15 +108,7 @@ def update_statement(
         sets.append(f"SET {_name(version_attribute)} = ?")
     parts = [f"UPDATE {_name(table)}", *sets, *(f"REMOVE {_name(name)}" for name in removed)]
     where = _where(key_names, raw, params)
-    if version_attribute:
-        where.append(_version_guard(version_attribute, raw, params))
-    else:
-        guarded = [*changed, *removed]
-        if len(guarded) > MAX_GUARDS:
-            raise TooManyGuardsError(
-                f"{len(guarded)} changed attributes are more than {MAX_GUARDS} conditions; use version_attribute"
-            )
-        where += [_guard(name, raw.get(name), params) for name in guarded]
+    where += _guards(raw, [*changed, *removed], version_attribute, params, "changed attributes")
     return {"Statement": " ".join(parts) + " WHERE " + " AND ".join(where), "Parameters": params}
 
 
@@ -125,15 +118,7 @@ def delete_statement(
     """The DELETE of ``raw``, only while it is still as read (or its version is)."""
     params: list[Any] = []
     where = _where(key_names, raw, params)
-    if version_attribute:
-        where.append(_version_guard(version_attribute, raw, params))
-    else:
-        others = [name for name in raw if name not in key_names]
-        if len(others) > MAX_GUARDS:
-            raise TooManyGuardsError(
-                f"{len(others)} attributes are more than {MAX_GUARDS} conditions; use version_attribute"
-            )
-        where += [_guard(name, raw[name], params) for name in others]
+    where += _guards(raw, [name for name in raw if name not in key_names], version_attribute, params, "attributes")
     return {"Statement": f"DELETE FROM {_name(table)} WHERE " + " AND ".join(where), "Parameters": params}
 
 
@@ -190,42 +175,30 @@ def write_guarded(dynamodb: WireClient, writes: Sequence[Guarded], backoff: Back
     after ``backoff.attempts`` calls without progress is returned as stalled.
     """
     outcome = GuardedOutcome()
+
+    def send(pending: list[Guarded]) -> list[Guarded]:
+        response = dynamodb.call(
+            "BatchExecuteStatement", {"Statements": [w.statement for w in pending], "ReturnConsumedCapacity": "TOTAL"}
+        )
+        reported = "ConsumedCapacity" in response
+        outcome.write_units += consumed_units(response) if reported else _estimated_units(pending, response)
+        retry = []
+        for write, answer in zip(pending, response.get("Responses", []), strict=True):
+            error = answer.get("Error")
+            if error is None:
+                outcome.done.append(write)
+            elif error.get("Code") in CONFLICT_CODES:
+                outcome.conflicts.append(write)
+            elif error.get("Code") in RETRY_CODES:
+                retry.append(write)
+            else:
+                outcome.failures.append((write, f"{error.get('Code')}: {error.get('Message')}"))
+        return retry
+
     for batch in _batches(writes):
-        pending = batch
-        attempt = 0
-        while pending and attempt < backoff.attempts:
-            try:
-                response = dynamodb.call(
-                    "BatchExecuteStatement",
-                    {"Statements": [w.statement for w in pending], "ReturnConsumedCapacity": "TOTAL"},
-                )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code", "") not in THROTTLE_CODES:
-                    raise
-                outcome.throttled += 1
-                backoff.wait(attempt)
-                attempt += 1
-                continue
-            reported = "ConsumedCapacity" in response
-            outcome.write_units += consumed_units(response) if reported else _estimated_units(pending, response)
-            retry = []
-            for write, answer in zip(pending, response.get("Responses", []), strict=True):
-                error = answer.get("Error")
-                if error is None:
-                    outcome.done.append(write)
-                elif error.get("Code") in CONFLICT_CODES:
-                    outcome.conflicts.append(write)
-                elif error.get("Code") in RETRY_CODES:
-                    retry.append(write)
-                else:
-                    outcome.failures.append((write, f"{error.get('Code')}: {error.get('Message')}"))
-            if retry:
-                outcome.throttled += 1
-            attempt = attempt + 1 if len(retry) == len(pending) else 0
-            pending = retry
-            if pending:
-                backoff.wait(attempt)
-        outcome.stalled.extend(pending)
+        stalled, throttled = retry_until_stalled(batch, send, backoff)
+        outcome.stalled.extend(stalled)
+        outcome.throttled += throttled
     return outcome
 
 
@@ -235,7 +208,7 @@ def _estimated_units(writes: Sequence[Guarded], response: dict[str, Any]) -> flo
     for write, answer in zip(writes, response.get("Responses", []), strict=True):
         if "Error" not in answer or answer["Error"].get("Code") in CONFLICT_CODES:
             size = max(item_size(write.raw), item_size(write.new or {}))
-            units += max(1, -(-size // 1024))
+            units += write_units(size)
     return units
 
 

@@ -10,6 +10,7 @@ differences that matter for migrations: binary values come back as plain
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence, Set
 from decimal import Decimal
 from typing import Any
@@ -219,6 +220,11 @@ def key_to_wire(key: Mapping[str, Any], schema: Mapping[str, str]) -> WireItem:
         else:
             wire[name] = {"S": str(value)}
     return wire
+
+
+def write_units(size_bytes: float) -> int:
+    """The write units one item of ``size_bytes`` costs: one per started KB, at least one."""
+    return max(1, math.ceil(size_bytes / 1024))
 
 
 def item_size(wire: Mapping[str, Any]) -> int:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -35,6 +35,7 @@ THROTTLE_CODES = frozenset(
 )
 
 Request = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,6 +110,38 @@ def consumed_units(response: dict[str, Any]) -> float:
     return float(sum(c.get("CapacityUnits", 0) for c in consumed))
 
 
+def retry_until_stalled(
+    pending: Sequence[T], send: Callable[[list[T]], list[T]], backoff: Backoff
+) -> tuple[list[T], int]:
+    """Call ``send`` with what is pending until nothing is, or it stalls.
+
+    ``send`` writes what it can and returns what it could not yet (unprocessed,
+    throttled); a throttling ClientError counts as a call that wrote nothing.
+    After ``backoff.attempts`` calls in a row without progress, what is left is
+    returned as stalled; any progress resets the count. Returns what stalled
+    and how many calls were throttled. Any other error propagates.
+    """
+    left = list(pending)
+    throttled = attempt = 0  # attempt: consecutive calls without progress
+    while left and attempt < backoff.attempts:
+        try:
+            unsent = send(left)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in THROTTLE_CODES:
+                raise
+            throttled += 1
+            backoff.wait(attempt)
+            attempt += 1
+            continue
+        if unsent:
+            throttled += 1
+        attempt = attempt + 1 if len(unsent) == len(left) else 0
+        left = unsent
+        if left:
+            backoff.wait(attempt)
+    return left, throttled
+
+
 def write_batch(dynamodb: WireClient, table: str, requests: Sequence[Request], backoff: Backoff) -> WriteOutcome:
     """Write up to 25 requests, retrying until each succeeds, fails, or stalls.
 
@@ -117,35 +150,25 @@ def write_batch(dynamodb: WireClient, table: str, requests: Sequence[Request], b
     resets the count. Only what DynamoDB refuses (validation) is a failure.
     """
     outcome = WriteOutcome()
-    pending = list(requests)
-    attempt = 0  # consecutive calls without progress
-    while attempt < backoff.attempts:
+
+    def send(pending: list[Request]) -> list[Request]:
         try:
             response = dynamodb.call(
                 "BatchWriteItem", {"RequestItems": {table: pending}, "ReturnConsumedCapacity": "TOTAL"}
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in THROTTLE_CODES:
-                outcome.throttled += 1
-                backoff.wait(attempt)
-                attempt += 1
-                continue
-            if code == "ValidationException":
-                outcome.add(write_singly(dynamodb, table, pending, backoff))
-                return outcome
-            raise
+            if exc.response.get("Error", {}).get("Code", "") != "ValidationException":
+                raise
+            outcome.add(write_singly(dynamodb, table, pending, backoff))  # so only the bad item fails
+            return []
         outcome.write_units += consumed_units(response)
-        unprocessed = response.get("UnprocessedItems", {}).get(table, [])
+        unprocessed: list[Request] = response.get("UnprocessedItems", {}).get(table, [])
         _count(outcome, [r for r in pending if r not in unprocessed] if unprocessed else pending)
-        if unprocessed:
-            outcome.throttled += 1
-        attempt = attempt + 1 if len(unprocessed) == len(pending) else 0
-        pending = unprocessed
-        if not pending:
-            return outcome
-        backoff.wait(attempt)
-    outcome.stalled.extend(pending)
+        return unprocessed
+
+    stalled, throttled = retry_until_stalled(requests, send, backoff)
+    outcome.stalled.extend(stalled)
+    outcome.throttled += throttled
     return outcome
 
 

@@ -130,16 +130,7 @@ def test_half_the_capacity_leaves_the_application_its_share(sandbox, dynamodb, t
     from tests.conftest import put_items, spec
 
     capacity = 200
-    table = f"emulated-{time.monotonic_ns() % 10**8}"
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        ProvisionedThroughput={"ReadCapacityUnits": 2_000, "WriteCapacityUnits": capacity},
-    )
+    table = create_table(dynamodb, throughput=capacity)
     put_items(dynamodb, table, [simple_item(i, pad=700) for i in range(1_000)])  # 1 write unit each
     proxy = CapacityProxy(sandbox.dynamodb.url, read_units=2_000, write_units=capacity).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)  # the worker processes inherit it

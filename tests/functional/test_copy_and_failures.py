@@ -16,17 +16,7 @@ from tests.conftest import create_table, scan_all, simple_item, spec
 
 
 def keyed_by_id(dynamodb: Any, kind: str = "S") -> str:
-    name = create_table(dynamodb, ("id",))
-    if kind != "S":  # the helper makes string keys; this one wants another type
-        dynamodb.delete_table(TableName=name)
-        dynamodb.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
-        dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": kind}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    return name
+    return create_table(dynamodb, ("id",), key_type=kind)
 
 
 @pytest.mark.parametrize("mode", ["batch", "conditional"])
