@@ -14,7 +14,7 @@ import resource
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 FLAG_VALUES = {"seed_style": "seed", "awswrangler": "wrangler"}
@@ -94,6 +94,48 @@ def scan(table: str, segments: int, processes: int) -> dict[str, Any]:
     return {"items": count, "seconds": seconds}
 
 
+# -- migration ceiling -------------------------------------------------------------------------------------
+def _ceiling_segment(args: tuple[str, int, int]) -> int:
+    """Scan one segment and write every item back with a new attribute, all in wire format."""
+    from ddbnb.worker.segment import WRITE_THREADS
+    from ddbnb.worker.wire import WireClient
+    from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
+
+    table, segment, total = args
+    client, backoff, count = WireClient(), Backoff(), 0
+
+    def read(cursor: Any) -> Any:
+        payload: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": total}
+        if cursor:
+            payload["ExclusiveStartKey"] = cursor
+        return client.call("Scan", payload)
+
+    with ThreadPoolExecutor(WRITE_THREADS) as writers, ThreadPoolExecutor(1) as reader:
+        ahead: Future[Any] | None = reader.submit(read, None)
+        while ahead is not None:
+            page = ahead.result()
+            cursor = page.get("LastEvaluatedKey")
+            ahead = reader.submit(read, cursor) if cursor else None  # the next page while this one is written
+            requests = [{"PutRequest": {"Item": {**item, "flag": {"S": "ddbnb"}}}} for item in page["Items"]]
+            chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
+            outcomes = list(writers.map(lambda chunk: write_batch(client, table, chunk, backoff), chunks))
+            assert not any(o.failures or o.stalled for o in outcomes)
+            count += len(requests)
+    return count
+
+
+def migration_ceiling(table: str, segments: int, processes: int) -> dict[str, Any]:
+    """ddbnb's pipeline (parallel scan, read-ahead, BatchWriteItem on 4 threads) with no deserialization,
+    transform or bookkeeping: the server does the same work as in the ddbnb case."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        pool.map(int, range(processes))
+        started = time.perf_counter()
+        count = sum(pool.map(_ceiling_segment, [(table, s, segments) for s in range(segments)], chunksize=1))
+        seconds = time.perf_counter() - started
+    return {"items": count, "seconds": seconds}
+
+
 # -- ddbnb -------------------------------------------------------------------------------------------------
 def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0, mode: str = "batch") -> dict[str, Any]:
     """The migration through the public API, with the plan ddbnb chooses (unless told)."""
@@ -114,6 +156,37 @@ def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0, mode: str =
         "written": summary["written"],
         "segments": plan.total_segments,
         "concurrency": plan.max_concurrency,
+    }
+
+
+# -- ddbnb against the capacity emulation --------------------------------------------------------------------
+def capacity(table: str, share: float, write_units: float) -> dict[str, Any]:
+    """ddbnb through the capacity emulation at ``write_units`` per second, with ``capacity_share``."""
+    import os
+
+    import ddbnb
+    from ddbnb.emulation.capacity_proxy import CapacityProxy
+
+    proxy = CapacityProxy(os.environ["AWS_ENDPOINT_URL_DYNAMODB"], read_units=0, write_units=write_units).start()
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = proxy.url  # the worker processes inherit it
+    plan = ddbnb.plan_migration(table, "bench/transforms.py:set_flag", capacity_share=share)
+    started = time.perf_counter()
+    summary = ddbnb.migrate(
+        plan, execute=True, run_dir=tempfile.mkdtemp(prefix="bench-run-"), progress=False, require_dry_run=False
+    )
+    seconds = time.perf_counter() - started
+    assert summary is not None
+    stats, steady = proxy.stats(table), proxy.steady_write_rate(table)
+    proxy.stop()
+    return {
+        "items": summary["scanned"],
+        "seconds": seconds,
+        "written": summary["written"],
+        "write_units_per_s": steady,
+        "capacity": write_units,
+        "write_calls": stats["write_calls"],
+        "throttled_writes": stats["throttled_writes"],
+        "share": share,
     }
 
 
@@ -181,13 +254,15 @@ def awswrangler_migrate(table: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["write", "scan", "ddbnb", "seed_style", "awswrangler"])
+    parser.add_argument("case", choices=["write", "scan", "ceiling", "ddbnb", "capacity", "seed_style", "awswrangler"])
     parser.add_argument("--table", required=True)
     parser.add_argument("--items", type=int, default=0)
     parser.add_argument("--processes", type=int, default=0, help="0: ddbnb chooses")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--segments", type=int, default=0, help="0: ddbnb chooses")
     parser.add_argument("--mode", default="batch", choices=["batch", "conditional"], help="ddbnb's write mode")
+    parser.add_argument("--share", type=float, default=1.0, help="capacity_share, for the capacity case")
+    parser.add_argument("--write-units", type=float, default=1_000, help="the emulated capacity")
     args = parser.parse_args(argv)
     cpu_before = _cpu()
     if args.case == "write":
@@ -201,6 +276,10 @@ def main(argv: list[str]) -> None:
             args.processes if args.processes != 2 else 0,
             args.mode,
         )
+    elif args.case == "ceiling":
+        result = migration_ceiling(args.table, args.segments, args.processes)
+    elif args.case == "capacity":
+        result = capacity(args.table, args.share, args.write_units)
     elif args.case == "seed_style":
         result = seed_style(args.table, args.segments, args.processes)
     else:

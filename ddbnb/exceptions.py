@@ -163,16 +163,33 @@ class TableExistsError(DdbnbError):
 
 
 class ThrottledError(DdbnbError):
-    """A segment's writes were throttled for many calls in a row: it stopped, its cursor kept."""
+    """A segment's calls were throttled for many invocations in a row: it stopped, its cursor kept."""
 
     def __init__(self, segment: int, stalls: int, cursor: Any) -> None:
         super().__init__(
-            f"Segment {segment} made no progress in {stalls} calls in a row: DynamoDB throttled every write. "
+            f"Segment {segment} made no progress in {stalls} calls in a row: DynamoDB throttled its writes "
+            "(or reads) every time. "
             "Nothing was skipped; the segment stopped before the page it could not write. Lower max_concurrency "
             "or raise the table's capacity, then run again (items already migrated come back unchanged).",
             segment=segment,
             stalls=stalls,
             cursor=cursor,
+        )
+
+
+class TransformFailingError(DdbnbError):
+    """The transform failed on every item a segment read so far (many of them): the run stops at once."""
+
+    def __init__(self, segment: int, items: int, first_key: Any, first_error: str) -> None:
+        super().__init__(
+            f"Every one of the first {items} items of segment {segment} failed (first: key {str(first_key)[:200]}: "
+            f"{first_error}). The run stopped rather than fail the whole table item by item. Fix the transform, "
+            "check it with 02_dry_run, then run 03 again with the same run_dir: it goes on from the checkpoints "
+            "(ddbnb.retry_failed(run_dir) retries the items recorded as failed).",
+            segment=segment,
+            items=items,
+            first_key=first_key,
+            first_error=first_error,
         )
 
 

@@ -142,19 +142,30 @@ def table_rate(facts: TableFacts, kind: str) -> tuple[float, str]:
 def capacity_limits(
     source: TableFacts, target: TableFacts, share: float, max_read: float, max_write: float
 ) -> tuple[float, float, list[str]]:
-    """The run's read and write budgets in units per second (0: none), and why."""
+    """The run's read and write budgets in units per second (0: none), and why.
+
+    With neither a share nor a cap, a table with a known capacity (provisioned,
+    or an on-demand OnDemandThroughput cap) still paces the run to all of it:
+    calls beyond it would only be throttled.
+    """
     reasons = []
     budgets = []
     for kind, table, absolute in (("read", source, max_read), ("write", target, max_write)):
+        rate, where = table_rate(table, kind)
         if absolute:
             budgets.append(float(absolute))
             reasons.append(f"{kind} limit {absolute:,.0f} units/s: max_{kind}_units")
-        elif share:
-            rate, where = table_rate(table, kind)
+        elif share and rate:
             budgets.append(max(1.0, rate * share))
             reasons.append(
                 f"{kind} limit {max(1.0, rate * share):,.0f} units/s: capacity_share {share:g} of "
                 f"{rate:,.0f} ({where} of {table.name!r})"
+            )
+        elif where in ("provisioned", "its OnDemandThroughput cap") and rate:
+            budgets.append(rate)
+            reasons.append(
+                f"{kind} pace {rate:,.0f} units/s: no capacity_share, so all of {where} of {table.name!r} "
+                "(beyond it DynamoDB only throttles; a capacity_share leaves room for the application)"
             )
         else:
             budgets.append(0.0)

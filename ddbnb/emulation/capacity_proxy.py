@@ -12,7 +12,12 @@ them:
   charged after the call (the bucket may go into debt, as DynamoDB's does),
   and refused while the bucket is in debt;
 - refusals answer HTTP 400 with ``ProvisionedThroughputExceededException`` in
-  DynamoDB's JSON wire format, which boto3 reads as it reads AWS's.
+  DynamoDB's JSON wire format, which boto3 reads as it reads AWS's;
+- DescribeTable reports the emulated rates as the table's provisioned
+  throughput, so a plan sees the capacity it will meet.
+
+Each table's write calls, throttled write calls and accepted write units are
+counted (``CapacityProxy.stats``), for tests and the benchmark.
 
 It is an emulation, kept small: no partitions, no adaptive capacity, no
 UnprocessedItems (a batch is refused whole), item sizes by DynamoDB's rules
@@ -56,6 +61,9 @@ class TableBuckets:
         self.clock = clock
         self.stamp = clock()
         self.lock = threading.Lock()
+        names = ("write_calls", "throttled_writes", "write_units", "first_write", "last_write", "saved_at_first_write")
+        self.stats = dict.fromkeys(names, 0.0)
+        self.by_second: dict[int, float] = {}  # accepted write units in each second of the clock
 
     def _refill(self) -> None:
         now = self.clock()
@@ -67,9 +75,18 @@ class TableBuckets:
         """Pay for a write before it is sent; False: throttle it."""
         with self.lock:
             self._refill()
+            self.stats["write_calls"] += 1
             if self.rates["write"] and self.tokens["write"] < units:
+                self.stats["throttled_writes"] += 1
                 return False
             self.tokens["write"] -= units
+            self.stats["write_units"] += units
+            if not self.stats["first_write"]:
+                self.stats["first_write"] = self.stamp
+                self.stats["saved_at_first_write"] = self.tokens["write"] + units
+            self.stats["last_write"] = self.stamp
+            second = int(self.stamp)
+            self.by_second[second] = self.by_second.get(second, 0.0) + units
             return True
 
     def may_read(self) -> bool:
@@ -166,7 +183,39 @@ class CapacityProxy:
         status, headers, answer = self._forward(request, data)
         if operation in READS and status == 200:
             self.buckets(body.get("TableName", "")).charge_read(read_units(body, json.loads(answer or b"{}")))
+        if operation == "DescribeTable" and status == 200:
+            answer = self._as_provisioned(answer)
         self._reply(request, status, headers, answer)
+
+    def _as_provisioned(self, answer: bytes) -> bytes:
+        """A DescribeTable answer that reports the emulated rates as provisioned throughput."""
+        described = json.loads(answer)
+        table = described.get("Table", {})
+        table["BillingModeSummary"] = {"BillingMode": "PROVISIONED"}
+        throughput = table.setdefault("ProvisionedThroughput", {})
+        throughput.update(ReadCapacityUnits=int(self.read_units), WriteCapacityUnits=int(self.write_units))
+        return json.dumps(described).encode()
+
+    def stats(self, table: str) -> dict[str, float]:
+        """What ``table`` was sent: write calls, throttled write calls, accepted write units, the first and
+        last write's time, and the units saved up (burst) when the first write came."""
+        buckets = self.buckets(table)
+        with buckets.lock:
+            return dict(buckets.stats)
+
+    def steady_write_rate(self, table: str) -> float:
+        """Write units per second accepted for ``table``, over the whole seconds between its first and last.
+
+        The first and last second (ramp-up, saved-up burst, the tail) are left out;
+        0 when the writes took less than three seconds.
+        """
+        buckets = self.buckets(table)
+        with buckets.lock:
+            seconds = sorted(buckets.by_second)
+            if len(seconds) < 3:
+                return 0.0
+            middle = range(seconds[0] + 1, seconds[-1])
+            return sum(buckets.by_second.get(s, 0.0) for s in middle) / len(middle)
 
     def _forward(self, request: BaseHTTPRequestHandler, data: bytes) -> tuple[int, dict[str, str], bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}

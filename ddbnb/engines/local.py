@@ -23,7 +23,7 @@ from ddbnb.engines import checkpoints
 from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import progress_bar
-from ddbnb.worker.capacity import limits_for
+from ddbnb.worker.capacity import fresh_values, limits_for
 from ddbnb.worker.segment import process_segment
 
 #: The Lambda limit; the local engine hands each invocation the same budget.
@@ -34,6 +34,7 @@ SYSTEMIC_ERRORS = frozenset(
     {
         "TableNotFoundError",
         "TransformLoadError",
+        "TransformFailingError",
         "InvalidParameterError",
         "NoCredentialsError",
         "CredentialsExpiredError",
@@ -49,7 +50,7 @@ class SharedBucketState:
     """A capacity bucket's state in shared memory: one budget for every worker process of the run."""
 
     def __init__(self, context: Any) -> None:
-        self.values = context.RawArray("d", [0.0, time.monotonic(), 1.0])
+        self.values = context.RawArray("d", fresh_values())
         self.lock = context.Lock()
 
 

@@ -2,16 +2,20 @@
 
 Only the standard library: this module ships inside the Lambda package.
 
-A :class:`Bucket` holds capacity units. A call waits until the bucket is not in
-debt, then spends the units DynamoDB reports it consumed (known only after the
-call, so the bucket may go into debt; the next calls then wait it off). It
-refills at ``rate`` units per second times an adaptive factor: each throttled
-call cuts the factor to 0.7 of itself (multiplicative decrease, down to 0.05)
-and each call that is not throttled adds 0.02 back, up to 1 (additive
-increase), so a worker that meets throttling slows down and grows back slowly
-to its budget.
+A :class:`Bucket` holds capacity units. Before a call, a worker reserves the
+units it expects the call to consume (:meth:`Bucket.acquire`): the bucket goes
+into debt by that much and the worker sleeps the debt off, so reservations made
+at once by many threads and processes queue behind each other and the rate
+holds even for the first calls. After the call the worker settles the
+reservation with the units DynamoDB reported (:meth:`Bucket.settle`). The bucket
+refills at ``rate`` units per second times an adaptive factor. Throttling cuts
+the factor to 0.7 of itself (multiplicative decrease, down to 0.05), at most
+once per :data:`COOLDOWN_S`: the calls throttled together are one signal, not
+one each. Calls that go through grow it back by :data:`INCREASE_PER_S` of the
+budget per second of budget they used, up to 1 (additive increase), so the
+rate climbs back slowly, at the same pace for any budget.
 
-The state (tokens, time of the last refill, factor) lives in a
+The state (tokens, time of the last refill, factor, time of the last cut) lives in a
 :class:`BucketState`: a plain one for one process (a Lambda), or one in shared
 memory that the local engine creates once and hands to every worker process,
 so the limit is global to the run.
@@ -27,15 +31,24 @@ from typing import Any
 
 #: At most this many seconds of unused capacity are saved up as burst.
 BURST_S = 1.0
-#: The adaptive factor: cut to DECREASE of itself on a throttle, INCREASE added back per calm call.
-DECREASE, INCREASE, FLOOR = 0.7, 0.02, 0.05
+#: The adaptive factor: cut to DECREASE of itself on throttling, down to FLOOR.
+DECREASE, FLOOR = 0.7, 0.05
+#: Throttles within this many seconds of a cut are part of the same signal.
+COOLDOWN_S = 0.2
+#: The factor grows back by this much per second of calls at the full budget.
+INCREASE_PER_S = 0.05
+
+
+def fresh_values() -> list[float]:
+    """A new bucket's state: no tokens, refilled now, factor 1, never cut."""
+    return [0.0, time.monotonic(), 1.0, -COOLDOWN_S]
 
 
 class BucketState:
-    """Tokens, the last refill's time and the adaptive factor, behind a lock (one process)."""
+    """Tokens, the last refill's time, the adaptive factor and the last cut's time, behind a lock (one process)."""
 
     def __init__(self) -> None:
-        self.values = [0.0, time.monotonic(), 1.0]
+        self.values = fresh_values()
         self.lock: Any = threading.Lock()
 
 
@@ -44,7 +57,7 @@ class Bucket:
     """A token bucket of capacity units per second; a rate of 0 never waits."""
 
     rate: float
-    state: Any = field(default_factory=BucketState)  # .values[3] and .lock, maybe in shared memory
+    state: Any = field(default_factory=BucketState)  # .values[4] and .lock, maybe in shared memory
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -53,40 +66,45 @@ class Bucket:
         values[0] = min(self.rate * factor * BURST_S, tokens + (now - stamp) * self.rate * factor)
         values[1] = now
 
-    def wait(self) -> None:
-        """Block until the bucket is out of debt."""
-        if self.rate <= 0:
-            return
-        while True:
-            with self.state.lock:
-                values = self.state.values
-                self._refill(values, self.clock())
-                missing = -values[0]
-                pace = self.rate * values[2]
-            if missing <= 1e-6:  # out of debt (up to float rounding)
-                return
-            self.sleep(min(max(missing / pace, 0.001), 1.0))
-
-    def spend(self, units: float) -> None:
-        """Take ``units`` the last call consumed."""
-        if self.rate <= 0 or units <= 0:
-            return
-        with self.state.lock:
-            self.state.values[0] -= units
-
-    def throttled(self, calls: int = 1) -> None:
-        """DynamoDB throttled ``calls`` calls: slow down (multiplicative decrease)."""
-        if self.rate <= 0 or calls <= 0:
-            return
-        with self.state.lock:
-            self.state.values[2] = max(FLOOR, self.state.values[2] * DECREASE**calls)
-
-    def calm(self) -> None:
-        """A call went through unthrottled: grow back towards the budget (additive increase)."""
+    def acquire(self, units: float) -> None:
+        """Reserve ``units`` for the next call, and wait until the reservations before it are paid off."""
         if self.rate <= 0:
             return
         with self.state.lock:
-            self.state.values[2] = min(1.0, self.state.values[2] + INCREASE)
+            values = self.state.values
+            self._refill(values, self.clock())
+            values[0] -= units
+            missing = -values[0]
+            pace = self.rate * values[2]
+        if missing > 1e-6:  # in debt (beyond float rounding): wait the debt off
+            self.sleep(missing / pace)
+
+    def settle(self, reserved: float, used: float) -> None:
+        """Correct a reservation of ``reserved`` units once the call reported it ``used`` that many."""
+        if self.rate <= 0 or reserved == used:
+            return
+        with self.state.lock:
+            self.state.values[0] += reserved - used
+
+    def throttled(self) -> None:
+        """DynamoDB throttled a call: slow down (multiplicative decrease), once per cooldown."""
+        if self.rate <= 0:
+            return
+        now = self.clock()
+        with self.state.lock:
+            values = self.state.values
+            if now - values[3] >= COOLDOWN_S:
+                self._refill(values, now)
+                values[2] = max(FLOOR, values[2] * DECREASE)
+                values[3] = now
+
+    def calm(self, units: float) -> None:
+        """A call that used ``units`` went through unthrottled: grow back towards the budget (additive increase)."""
+        if self.rate <= 0:
+            return
+        with self.state.lock:
+            values = self.state.values
+            values[2] = min(1.0, values[2] + INCREASE_PER_S * units / self.rate)
 
     @property
     def factor(self) -> float:

@@ -25,7 +25,14 @@ from typing import Any
 
 from ddbnb.worker.items import item_size, write_units
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import BATCH_SIZE, THROTTLE_CODES, Backoff, consumed_units, retry_until_stalled
+from ddbnb.worker.writes import (
+    BATCH_SIZE,
+    THROTTLE_CODES,
+    Backoff,
+    call_patiently,
+    consumed_units,
+    retry_until_stalled,
+)
 
 #: Guards (conditions) one statement may carry; beyond it, use ``version_attribute``.
 MAX_GUARDS = 100
@@ -212,8 +219,11 @@ def _estimated_units(writes: Sequence[Guarded], response: dict[str, Any]) -> flo
     return units
 
 
-def read_again(dynamodb: WireClient, table: str, key: Mapping[str, Any]) -> WireItem | None:
-    """The item as it is now (strongly consistent), or None when it is gone."""
-    response = dynamodb.call("GetItem", {"TableName": table, "Key": dict(key), "ConsistentRead": True})
+def read_again(
+    dynamodb: WireClient, table: str, key: Mapping[str, Any], backoff: Backoff | None = None
+) -> WireItem | None:
+    """The item as it is now (strongly consistent), or None when it is gone; throttled reads are retried."""
+    payload = {"TableName": table, "Key": dict(key), "ConsistentRead": True}
+    response, _ = call_patiently(lambda: dynamodb.call("GetItem", payload), backoff or Backoff())
     item: WireItem | None = response.get("Item")
     return item

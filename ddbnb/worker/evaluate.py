@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ddbnb.worker.items import ItemTypeError, deserialize, item_size, matches, serialize
+from ddbnb.worker.items import ItemTypeError, deserialize, item_size, serialize_changes
 
 #: DynamoDB's item size limit.
 MAX_ITEM_BYTES = 400 * 1024
@@ -72,24 +72,23 @@ def evaluate(
             rule="invalid_type",
             message=f"transform returned {type(after).__name__}; return the item dict, or None to delete it",
         )
-    if matches(after, raw):
+    try:
+        wire, changed = serialize_changes(after, raw)
+    except ItemTypeError as exc:
+        return Verdict(FAILED, raw, after, rule="invalid_type", message=str(exc))
+    if not changed:
         return Verdict(UNCHANGED, raw, after) if in_place else Verdict(PUT, raw, after, dict(raw))
     if in_place:
-        changed = [
-            name for name in key_names if name not in after or not matches({name: after[name]}, {name: raw[name]})
-        ]
-        if changed:
+        changed_keys = [name for name in key_names if wire.get(name) is not raw.get(name)]  # kept values are reused
+        if changed_keys:
             return Verdict(
                 FAILED,
                 raw,
                 after,
                 rule="key_changed",
-                message=f"transform changed key attribute(s) {', '.join(changed)}; re-keying needs a destination table",
+                message=f"transform changed key attribute(s) {', '.join(changed_keys)}; "
+                "re-keying needs a destination table",
             )
-    try:
-        wire = serialize(after)
-    except ItemTypeError as exc:
-        return Verdict(FAILED, raw, after, rule="invalid_type", message=str(exc))
     if not in_place and target_keys:
         wrong = [f"{name} ({kind})" for name, kind in target_keys.items() if name not in wire or kind not in wire[name]]
         if wrong:

@@ -123,6 +123,31 @@ def serialize(item: Mapping[str, Any]) -> WireItem:
     return _map_to_wire(item, "")
 
 
+def serialize_changes(item: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[WireItem, bool]:
+    """Turn ``item``, a transform's result for the wire item ``raw``, into wire format; say whether it changed.
+
+    Attributes that still hold ``raw``'s values keep ``raw``'s wire values (the
+    same objects), so only what changed is serialized: one walk decides whether
+    anything changed and builds the item to write. Raises ItemTypeError on bad values.
+    """
+    if not isinstance(item, Mapping):
+        raise ItemTypeError("<item>", f"the transform returned {type(item).__name__}, not a dict")
+    out: WireItem = {}
+    changed = len(item) != len(raw)
+    for name, child in item.items():
+        key = str(name)
+        old = raw.get(key)
+        if old is not None and _matches(child, old):
+            out[key] = old
+            continue
+        changed = True
+        try:
+            out[key] = _to_wire(child)
+        except ItemTypeError as exc:
+            raise exc.under(key) from None
+    return out, changed
+
+
 def _map_to_wire(value: Mapping[Any, Any], parent: str) -> dict[str, Any]:
     out = {}
     for name, child in value.items():

@@ -15,6 +15,7 @@ never as failed items: the segment stops before it and reads it again later.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from ddbnb.worker.conditional import (
 from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, matches
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import BATCH_SIZE, Backoff, RateLimiter, Request, WriteOutcome, write_batch
+from ddbnb.worker.writes import BATCH_SIZE, Backoff, Request, WriteOutcome, write_batch
 
 #: How many times an item that keeps changing under the migration is read and written again.
 CONFLICT_ROUNDS = 3
@@ -77,20 +78,44 @@ class PageWriter:
     mode: str = "batch"
     version_attribute: str = ""
     backoff: Backoff = field(default_factory=Backoff)
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
-    write_bucket: Bucket = field(default_factory=lambda: Bucket(0))
+    items_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # rate_limit, in items per second
+    write_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # write units per second
+    deadline: float | None = None  # time.time() after which no write call starts
+    units_per_item: float = 1.0  # what the last call consumed per item: the next reservation's estimate
 
-    def _paced(self, units: int, send: Callable[[], Any]) -> Any:
-        """Send one write call within the run's limits: items/s, and capacity units that adapt to throttling."""
-        self.limiter.acquire(units)
-        self.write_bucket.wait()
+    def _paced(self, count: int, send: Callable[[], Any], stalled: Callable[[], Any]) -> Any:
+        """Send one write call of ``count`` items within the run's limits, or ``stalled()`` past the deadline.
+
+        The limits are items per second and write units per second; the units are
+        reserved from an estimate, settled with what DynamoDB reports, and the
+        write bucket adapts to throttling (``backoff`` cuts it on each throttle).
+        """
+        self.items_bucket.acquire(count)
+        reserved = count * self.units_per_item
+        self.write_bucket.acquire(reserved)
+        if self.past_deadline():
+            self.write_bucket.settle(reserved, 0)
+            return stalled()  # out of time: the page is read again by the next call
         outcome = send()
-        self.write_bucket.spend(outcome.write_units)
-        if outcome.throttled:
-            self.write_bucket.throttled(outcome.throttled)
-        else:
-            self.write_bucket.calm()
+        self.write_bucket.settle(reserved, outcome.write_units)
+        done = count - len(outcome.stalled)
+        if outcome.write_units and done:
+            self.units_per_item = outcome.write_units / done
+        if not outcome.throttled:
+            self.write_bucket.calm(outcome.write_units)
         return outcome
+
+    def __post_init__(self) -> None:
+        self.backoff.on_throttle = self._throttled
+
+    def _throttled(self, refused: int) -> None:
+        """Writes were refused: slow down, and pace their retry like a first attempt."""
+        self.write_bucket.throttled()
+        self.write_bucket.acquire(refused * self.units_per_item)
+
+    def past_deadline(self) -> bool:
+        """Whether the deadline has passed: no more write calls start."""
+        return self.deadline is not None and time.time() > self.deadline
 
     @property
     def in_place(self) -> bool:
@@ -121,11 +146,12 @@ class PageWriter:
             verdict = self.judge(raw)
             if verdict.action == PUT:
                 assert verdict.wire is not None
-                target = _key_id(verdict.wire, list(self.target_keys))
-                if not self.in_place and target in targets:
-                    tally.failures.append((_key(raw, self.keys), _collision(verdict.wire, self.target_keys)))
-                    continue
-                targets.add(target)
+                if not self.in_place:  # in place, keys are the source's own: they cannot collide
+                    target = _key_id(verdict.wire, list(self.target_keys))
+                    if target in targets:
+                        tally.failures.append((_key(raw, self.keys), _collision(verdict.wire, self.target_keys)))
+                        continue
+                    targets.add(target)
                 request: Request = {"PutRequest": {"Item": verdict.wire}}
             elif verdict.action == DELETE and not self.in_place:
                 tally.deleted += 1  # left out of the destination
@@ -144,7 +170,9 @@ class PageWriter:
 
         def one(chunk: list[Request]) -> WriteOutcome:
             outcome: WriteOutcome = self._paced(
-                len(chunk), lambda: write_batch(self.dynamodb, self.target, chunk, self.backoff)
+                len(chunk),
+                lambda: write_batch(self.dynamodb, self.target, chunk, self.backoff),
+                lambda: WriteOutcome(stalled=list(chunk)),
             )
             return outcome
 
@@ -198,7 +226,9 @@ class PageWriter:
 
             def one(chunk: list[Guarded]) -> GuardedOutcome:
                 outcome: GuardedOutcome = self._paced(
-                    len(chunk), lambda: write_guarded(self.dynamodb, chunk, self.backoff)
+                    len(chunk),
+                    lambda: write_guarded(self.dynamodb, chunk, self.backoff),
+                    lambda: GuardedOutcome(stalled=list(chunk)),
                 )
                 return outcome
 

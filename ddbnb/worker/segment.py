@@ -35,10 +35,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
-from ddbnb.exceptions import ThrottledError
+from ddbnb.exceptions import ThrottledError, TransformFailingError
 from ddbnb.worker import params
-from ddbnb.worker.capacity import Limits, limits_for
+from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.conditional import read_again
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.items import deserialize
@@ -46,12 +47,14 @@ from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import THROTTLE_CODES, Backoff, RateLimiter
+from ddbnb.worker.writes import Backoff, call_patiently, is_throttle
 
 #: Concurrent write calls per worker.
 WRITE_THREADS = 4
 #: Calls in a row that finish no page (every write throttled) before the segment fails.
 MAX_STALLS = 20
+#: A segment whose first this-many items all failed stops the run (TransformFailingError).
+FAIL_FAST_ITEMS = 100
 
 COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "throttled", "pages", "stalls")
 
@@ -102,13 +105,16 @@ class _Segment:
         self.event = event
         self.limits = limits or limits_for(event)
         self.dynamodb = WireClient(boto3_session)
-        # botocore retries throttled calls itself: every throttled attempt slows the right bucket down.
-        self.dynamodb.client.meta.events.register("needs-retry.dynamodb", self._on_attempt)
-        self.throttled_attempts = 0
         self.table = event["table"]
-        source = table_facts(self.dynamodb.client, self.table)
+        source = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
         target = event.get("destination") or self.table
-        target_facts = source if target == self.table else table_facts(self.dynamodb.client, target)
+        if target == self.table:
+            target_facts = source
+        else:
+            target_facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, target))
+        self.read_backoff = Backoff(on_throttle=self._read_throttled)
+        self.read_estimate = 0.0  # read units of the last page: the next page's reservation
+        self.read_throttles = 0
         self.writer = PageWriter(
             dynamodb=self.dynamodb,
             transform=load_transform(event["transform"]),
@@ -119,19 +125,16 @@ class _Segment:
             mode=event.get("write_mode", "batch"),
             version_attribute=event.get("version_attribute") or "",
             backoff=Backoff(),
-            limiter=RateLimiter(float(event.get("rate_limit", 0) or 0)),
+            items_bucket=Bucket(float(event.get("rate_limit", 0) or 0)),
             write_bucket=self.limits.write,
         )
         self.result = _start_result(event)
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
 
-    def _on_attempt(self, response: Any = None, operation: Any = None, **_: Any) -> None:
-        """Seen on every attempt of a call: a throttled one cuts its bucket's rate (reads or writes)."""
-        parsed: dict[str, Any] = response[1] if response and len(response) > 1 and response[1] else {}
-        if parsed.get("Error", {}).get("Code", "") in THROTTLE_CODES:
-            self.throttled_attempts += 1
-            bucket = self.limits.read if getattr(operation, "name", "") == "Scan" else self.limits.write
-            bucket.throttled()
+    def _read_throttled(self, _: int) -> None:
+        """A Scan was throttled: slow reads down, and pace its retry like a first attempt."""
+        self.limits.read.throttled()
+        self.limits.read.acquire(self.read_estimate)
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
         """Scan one page from ``cursor``; its read units count now, its items once it is processed."""
@@ -145,11 +148,19 @@ class _Segment:
             kwargs["ExclusiveStartKey"] = cursor
         if self.event.get("page_size"):
             kwargs["Limit"] = self.event["page_size"]
-        self.limits.read.wait()
-        page: dict[str, Any] = self.dynamodb.call("Scan", kwargs)
+        self.limits.read.acquire(self.read_estimate)
+        try:
+            page, throttled = call_patiently(lambda: self.dynamodb.call("Scan", kwargs), self.read_backoff)
+        except ClientError:
+            self.limits.read.settle(self.read_estimate, 0)
+            raise
         units = float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-        self.limits.read.spend(units)
+        self.limits.read.settle(self.read_estimate, units)
+        self.read_estimate = units
         self.result["read_units"] += units
+        self.read_throttles += throttled
+        if not throttled:
+            self.limits.read.calm(units)
         return page
 
     def count(self, tally: PageTally, scanned: int) -> None:
@@ -168,6 +179,14 @@ class _Segment:
         result["pages"] += 1
         result["stalls"] = 0
         self.failures.add([self.failures.entry(deserialize(key), error) for key, error in tally.failures])
+
+    def check_not_failing_everything(self, tally: PageTally) -> None:
+        """Stop the run when the first :data:`FAIL_FAST_ITEMS` or more items all failed, none done."""
+        result = self.result
+        done = result["written"] + result["unchanged"] + result["deleted"]
+        if tally.failures and not done and result["failed"] == result["scanned"] >= FAIL_FAST_ITEMS:
+            key, error = tally.failures[0]
+            raise TransformFailingError(int(self.event["segment"]), result["scanned"], deserialize(key), error)
 
 
 def process_segment(
@@ -197,7 +216,7 @@ def process_segment(
     work = _Segment(event, boto3_session, limits)
     cursor = event.get("cursor") or None
     slowest = 0.0
-    stalled = False
+    stalled = interrupted = False
 
     def out_of_time() -> bool:
         return deadline is not None and time.time() + 2 * slowest > deadline
@@ -206,33 +225,46 @@ def process_segment(
         ahead: Future[dict[str, Any]] | None = reader.submit(work.read_page, cursor)
         while ahead is not None:
             started = time.monotonic()
-            page = ahead.result()
+            try:
+                page = ahead.result()
+            except ClientError as exc:
+                if not is_throttle(exc):
+                    raise
+                stalled = True  # reads throttled for every retry: this page is read again later
+                ahead = None
+                break
             items = page.get("Items", [])
             next_cursor = page.get("LastEvaluatedKey")
             # Read the next page while this one is transformed and written.
             ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
             tally = work.writer.write_page(items, pool)
             work.count(tally, len(items))
-            if tally.stalled:
-                stalled = True  # the cursor stays before this page: it is read again
+            if tally.stalled:  # the cursor stays before this page: it is read again
+                if work.writer.past_deadline():
+                    interrupted = True  # out of time: no stall
+                else:
+                    stalled = True
                 break
+            work.check_not_failing_everything(tally)
             cursor = next_cursor
             if checkpoint is not None:
                 work.failures.flush()
                 checkpoint({**work.result, "cursor": cursor, "finished_at": _now()})
             if on_page is not None:
                 on_page(len(items))
+            work.writer.deadline = deadline  # one page always finishes; later ones stop writing at the deadline
             slowest = max(slowest, time.monotonic() - started)
             if cursor is None or out_of_time():
                 break
         if ahead is not None:
-            ahead.result()  # read ahead but not processed: the cursor still points before it
+            ahead.exception()  # read ahead but not processed: the cursor still points before it
     work.failures.flush()
-    work.result["throttled"] += work.throttled_attempts
+    work.result["throttled"] += work.read_throttles
     if stalled:
         work.result["stalls"] += 1
         if work.result["stalls"] >= MAX_STALLS:
             raise ThrottledError(int(event["segment"]), work.result["stalls"], cursor)
+    if stalled or interrupted:
         work.result["cursor"] = cursor if cursor is not None else {}
     else:
         work.result["cursor"] = cursor

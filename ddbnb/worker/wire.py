@@ -15,16 +15,27 @@ them.
 from __future__ import annotations
 
 import json
+import random
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import HTTPClientError
 
 from ddbnb.worker.clients import CONFIG, client
 
-#: botocore's own validation is skipped: ddbnb builds the bodies itself.
-WIRE_CONFIG = CONFIG.merge(Config(parameter_validation=False))
+#: botocore neither validates (ddbnb builds the bodies itself) nor retries: :meth:`WireClient.call`
+#: retries what never reached DynamoDB, and every answer DynamoDB gives, throttling included, reaches
+#: the caller at once. So there is one retry layer for throttling (:mod:`ddbnb.worker.writes`), and
+#: the pacing hears of each throttled call once.
+WIRE_CONFIG = CONFIG.merge(Config(parameter_validation=False, retries={"mode": "standard", "total_max_attempts": 1}))
+T = TypeVar("T")
+#: Attempts of a call whose connection failed (refused, reset, timed out).
+CONNECTION_ATTEMPTS = 8
 
 _METHODS = {
     "Scan": "scan",
@@ -50,7 +61,23 @@ class WireClient:
             events.register(f"before-parse.dynamodb.{operation}", _keep_json)
 
     def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send ``payload`` as the body of ``operation``; return the response as JSON."""
+        """Send ``payload`` as the body of ``operation``; return the response as JSON.
+
+        A call whose connection fails is sent again (up to :data:`CONNECTION_ATTEMPTS`
+        times, with backoff); an error DynamoDB answers is raised at once.
+        """
+        return self.retrying(lambda: self._call_once(operation, payload))
+
+    def retrying(self, send: Callable[[], T]) -> T:
+        """Call ``send`` (which uses :attr:`client`) again while its connection fails, with backoff."""
+        for attempt in range(CONNECTION_ATTEMPTS - 1):
+            try:
+                return send()
+            except (BotocoreConnectionError, HTTPClientError):
+                time.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
+        return send()
+
+    def _call_once(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         self._payload.body = json.dumps(payload, separators=(",", ":")).encode()
         # botocore still sees the table names, which endpoint rules may route on.
         names: dict[str, Any]

@@ -2,8 +2,10 @@
 
 Only the standard library and boto3: this module ships inside the Lambda package.
 
-Throttled calls and ``UnprocessedItems`` are retried with capped exponential
-backoff and full jitter. Requests still throttled after ``Backoff.attempts``
+This is the one retry layer for throttling (the wire client hands every
+throttled call over at once). Throttled calls and ``UnprocessedItems`` are
+retried with capped exponential backoff and full jitter, and each one cuts the
+worker's pace (``Backoff.on_throttle``). Requests still throttled after ``Backoff.attempts``
 calls without progress come back as *stalled*, never as failed: the segment
 then stops before their page, which is read again later. A batch DynamoDB
 rejects as a whole (one bad item fails all 25) is retried one request at a
@@ -13,7 +15,6 @@ time, so only the bad item fails.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,16 +41,47 @@ T = TypeVar("T")
 
 @dataclass
 class Backoff:
-    """Capped exponential backoff with full jitter."""
+    """How a worker meets throttling: it tells ``on_throttle`` how many requests were refused, then backs off.
+
+    ``on_throttle`` is the worker's pacing: it slows down and waits for the
+    capacity the retry will use, so retries are paced like first attempts. The
+    backoff is capped exponential with full jitter.
+    """
 
     base: float = 0.05
     cap: float = 5.0
     attempts: int = 12
     sleep: Callable[[float], None] = time.sleep
+    on_throttle: Callable[[int], None] = lambda refused: None
 
     def wait(self, attempt: int) -> None:
         """Sleep before retry number ``attempt`` (0-based)."""
         self.sleep(random.uniform(0, min(self.cap, self.base * 2**attempt)))
+
+    def throttled(self, attempt: int, refused: int = 1) -> None:
+        """A call was throttled, or ``refused`` requests of it were left unprocessed: tell the pacing, back off."""
+        self.on_throttle(refused)
+        self.wait(attempt)
+
+
+def is_throttle(exc: ClientError) -> bool:
+    """Whether DynamoDB answered ``exc`` to say: not now, try again later."""
+    return exc.response.get("Error", {}).get("Code", "") in THROTTLE_CODES
+
+
+def call_patiently(send: Callable[[], T], backoff: Backoff) -> tuple[T, int]:
+    """Call ``send`` until it is not throttled, up to ``backoff.attempts`` times; return its answer and the throttles.
+
+    Still throttled after that, the last ClientError propagates.
+    """
+    for attempt in range(backoff.attempts):
+        try:
+            return send(), attempt
+        except ClientError as exc:
+            if not is_throttle(exc) or attempt + 1 == backoff.attempts:
+                raise
+            backoff.throttled(attempt)
+    raise AssertionError("backoff.attempts must be at least 1")
 
 
 @dataclass
@@ -71,27 +103,6 @@ class WriteOutcome:
         self.failures.extend(other.failures)
         self.stalled.extend(other.stalled)
         self.throttled += other.throttled
-
-
-class RateLimiter:
-    """A token bucket in items per second; a rate of 0 never waits."""
-
-    def __init__(self, rate: float, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.rate = rate
-        self.sleep = sleep
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def acquire(self, n: int) -> None:
-        """Wait until ``n`` more items may be written."""
-        if self.rate <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + n / self.rate
-        if start > now:
-            self.sleep(start - now)
 
 
 def _count(outcome: WriteOutcome, requests: Sequence[Request]) -> None:
@@ -127,10 +138,10 @@ def retry_until_stalled(
         try:
             unsent = send(left)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") not in THROTTLE_CODES:
+            if not is_throttle(exc):
                 raise
             throttled += 1
-            backoff.wait(attempt)
+            backoff.throttled(attempt, len(left))
             attempt += 1
             continue
         if unsent:
@@ -138,7 +149,7 @@ def retry_until_stalled(
         attempt = attempt + 1 if len(unsent) == len(left) else 0
         left = unsent
         if left:
-            backoff.wait(attempt)
+            backoff.throttled(attempt, len(left))
     return left, throttled
 
 
@@ -189,7 +200,7 @@ def write_singly(dynamodb: WireClient, table: str, requests: Sequence[Request], 
                 if error.get("Code") in THROTTLE_CODES:
                     outcome.throttled += 1
                     if attempt < backoff.attempts:
-                        backoff.wait(attempt)
+                        backoff.throttled(attempt)
                         continue
                     outcome.stalled.append(request)
                     break

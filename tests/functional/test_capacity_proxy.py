@@ -163,3 +163,50 @@ def test_half_the_capacity_leaves_the_application_its_share(sandbox, dynamodb, t
     units = sum(o["write_units"] for o in outputs)
     assert 0.40 <= units / elapsed / capacity <= 0.55, f"{units / elapsed / capacity:.2f} of the capacity"
     assert refused == []  # the application's 40% was never throttled
+
+
+def test_a_migration_with_no_share_uses_the_tables_capacity_with_few_throttles(
+    sandbox, dynamodb, tmp_path, monkeypatch
+):
+    import ddbnb
+    from tests.conftest import put_items, spec
+
+    capacity = 400
+    table = create_table(dynamodb)  # on demand in DynamoDB Local; the emulation makes it 400 provisioned units
+    put_items(dynamodb, table, [simple_item(i, pad=700) for i in range(2_400)])  # 1 write unit each
+    proxy = CapacityProxy(sandbox.dynamodb.url, read_units=0, write_units=capacity).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)  # the worker processes inherit it
+    try:
+        plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=8, max_concurrency=4)
+        assert plan.write_units_per_s == capacity  # paced to the table's own capacity, which DescribeTable reports
+        summary = ddbnb.migrate(plan, execute=True, run_dir=tmp_path, progress=False, require_dry_run=False)
+        stats, steady = proxy.stats(table), proxy.steady_write_rate(table)
+    finally:
+        proxy.stop()
+    assert summary is not None and (summary["written"], summary["failed"]) == (2_400, 0)
+    assert stats["write_units"] == 2_400
+    assert steady >= 0.85 * capacity, f"{steady / capacity:.2f} of the capacity"
+    assert stats["throttled_writes"] <= 0.05 * stats["write_calls"], stats
+
+
+def test_a_cap_above_the_tables_capacity_adapts_to_the_throttling(sandbox, dynamodb, tmp_path, monkeypatch):
+    import ddbnb
+    from tests.conftest import put_items, spec
+
+    capacity = 400
+    table = create_table(dynamodb)
+    put_items(dynamodb, table, [simple_item(i, pad=700) for i in range(3_000)])
+    proxy = CapacityProxy(sandbox.dynamodb.url, read_units=0, write_units=capacity).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+    try:  # the operator's cap is twice what the table has: only throttling tells the workers
+        plan = ddbnb.plan_migration(
+            table, spec("set_flag"), total_segments=8, max_concurrency=4, max_write_units=2 * capacity
+        )
+        summary = ddbnb.migrate(plan, execute=True, run_dir=tmp_path, progress=False, require_dry_run=False)
+        stats = proxy.stats(table)
+    finally:
+        proxy.stop()
+    assert summary is not None and (summary["written"], summary["failed"]) == (3_000, 0)
+    assert summary["throttled"] > 0  # counted in the results
+    # Without the decrease every call beyond the capacity is refused and retried; with it, few are.
+    assert stats["throttled_writes"] <= 0.25 * stats["write_calls"], stats

@@ -141,7 +141,7 @@ class ThrottleFrom:
 
 @pytest.mark.parametrize(("mode", "operation"), [("batch", "BatchWriteItem"), ("conditional", "BatchExecuteStatement")])
 def test_throttling_longer_than_the_retries_skips_nothing(make_table, dynamodb, session, monkeypatch, mode, operation):
-    monkeypatch.setattr("ddbnb.worker.segment.Backoff", lambda: Backoff(base=0.001, cap=0.002, attempts=3))
+    monkeypatch.setattr("ddbnb.worker.segment.Backoff", lambda **kw: Backoff(base=0.001, cap=0.002, attempts=3, **kw))
     table = make_table([simple_item(i) for i in range(200)])
     # Pages of 50 take 2 write calls each: pages 1 and 2 go through, then every write is throttled
     # for longer than the retry budget (3 calls without progress).
@@ -163,7 +163,7 @@ def test_throttling_longer_than_the_retries_skips_nothing(make_table, dynamodb, 
 
 
 def test_a_segment_throttled_call_after_call_fails_with_its_cursor(make_table, session, monkeypatch):
-    monkeypatch.setattr("ddbnb.worker.segment.Backoff", lambda: Backoff(base=0.001, cap=0.002, attempts=2))
+    monkeypatch.setattr("ddbnb.worker.segment.Backoff", lambda **kw: Backoff(base=0.001, cap=0.002, attempts=2, **kw))
     monkeypatch.setattr("ddbnb.worker.segment.MAX_STALLS", 3)
     table = make_table([simple_item(i) for i in range(30)])
     session.events.register("before-call.dynamodb.BatchWriteItem", Throttle(times=10**6))

@@ -12,6 +12,7 @@ from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import (
     InvalidParameterError,
     RunIncompleteError,
+    RunStoppedError,
     TableNotFoundError,
     TransformLoadError,
     TransformRejectedError,
@@ -85,6 +86,18 @@ def test_a_transform_that_fails_everywhere_is_rejected_before_any_write(make_tab
         ddbnb.migrate(plan, execute=True, run_dir=tmp_path, progress=False, require_dry_run=False)
     assert "KeyError" in str(info.value) and "Nothing was written" in str(info.value)
     assert (info.value.failed, info.value.checked) == (25, 25)
+    assert scan_all(dynamodb, table) == before
+
+
+def test_a_transform_failing_everywhere_past_the_pre_flight_check_stops_the_run_at_once(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i) for i in range(1_600)])
+    before = scan_all(dynamodb, table)
+    plan = ddbnb.plan_migration(table, spec("always_raise"), total_segments=16, max_concurrency=2)
+    with pytest.raises(RunStoppedError) as info:  # max_failed_share=1 lets the pre-flight check pass it
+        ddbnb.migrate(plan, execute=True, run_dir=tmp_path, progress=False, require_dry_run=False, max_failed_share=1)
+    assert "TransformFailingError" in str(info.value) and "KeyError" in str(info.value)
+    failed = json.loads((tmp_path / "FAILED_0.json").read_text())
+    assert len([e for e in failed if e["Error"] == "RunStopped"]) >= 10  # most segments never ran
     assert scan_all(dynamodb, table) == before
 
 

@@ -19,11 +19,13 @@ def flows() -> dict[str, str]:
     return dict(BLOCK.findall((ROOT / "README.md").read_text()))
 
 
-def test_the_readme_marks_both_flows():
-    assert set(flows()) == {"cli", "papermill"}
+def test_the_readme_marks_its_flows():
+    assert set(flows()) == {"cli", "papermill", "capacity"}
 
 
-@pytest.mark.parametrize(("name", "run_dir"), [("cli", "runs/orders-1"), ("papermill", "runs/orders-2")])
+@pytest.mark.parametrize(
+    ("name", "run_dir"), [("cli", "runs/orders-1"), ("papermill", "runs/orders-2"), ("capacity", "runs/orders-3")]
+)
 def test_a_readme_flow_runs_as_written(name, run_dir, tmp_path):
     script = flows()[name]
     folder = ROOT / run_dir
@@ -46,6 +48,8 @@ def test_a_readme_flow_runs_as_written(name, run_dir, tmp_path):
         assert (summary["status"], summary["scanned"], summary["failed"]) == ("SUCCEEDED", 3000, 0)
         assert json.loads((folder / "dry_run.json").read_text())["safe"] is True
         assert all((folder / chart).stat().st_size > 5_000 for chart in ("throughput.png", "timeline.png"))
+        if name == "capacity":  # the plan paced the run to half of what the emulation says the table has
+            assert "write limit 1,000 units/s: capacity_share 0.5 of 2,000 (provisioned" in done.stdout + done.stderr
         if name == "cli":
             assert "migration: SUCCEEDED: scanned 3,000" in done.stdout
             assert {"02_dry_run.ipynb", "03_migrate.ipynb", "04_results.ipynb"} <= {p.name for p in folder.iterdir()}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ddbnb import process_segment
-from ddbnb.exceptions import InvalidParameterError, TableNotFoundError, TransformLoadError
+from ddbnb.exceptions import InvalidParameterError, TableNotFoundError, TransformFailingError, TransformLoadError
 from tests.conftest import scan_all, simple_item, spec
 
 COUNTS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts")
@@ -81,10 +81,20 @@ def test_transform_outcomes_change_delete_keep_and_raise(make_table, dynamodb):
 
 
 def test_failure_list_is_bounded_but_count_is_exact(make_table):
-    table = make_table([simple_item(i, "raise") for i in range(130)])
+    table = make_table([simple_item(i, "raise" if i else "change") for i in range(131)])
     result = process_segment(event(table, spec("by_kind")))
     assert result["failed"] == 130
     assert len(result["failures"]) == 100
+
+
+def test_a_transform_failing_on_every_item_stops_the_segment_at_once(make_table, dynamodb):
+    table = make_table([simple_item(i, "raise") for i in range(400)])
+    before = scan_all(dynamodb, table)
+    with pytest.raises(TransformFailingError) as info:
+        process_segment(event(table, spec("by_kind"), page_size=60))
+    assert info.value.items == 120  # two pages: the first 100 items or more, all failed
+    assert "ValueError" in info.value.first_error and "02_dry_run" in str(info.value)
+    assert scan_all(dynamodb, table) == before
 
 
 @pytest.mark.parametrize("deadline_s", [0.0, 0.05])
@@ -100,6 +110,19 @@ def test_tiny_deadline_continuation_matches_an_uninterrupted_run(make_table, dyn
         assert split[name] == whole[name], name
     assert split["failures"] == whole["failures"]
     assert scan_all(dynamodb, split_table) == scan_all(dynamodb, whole_table)
+
+
+def test_the_deadline_is_checked_while_a_page_is_written(make_table, dynamodb):
+    table = make_table([simple_item(i) for i in range(300)])  # 1 write unit each
+    base = event(table, spec("set_flag"), page_size=100, write_units_per_s=100)  # a page takes about a second
+    first = process_segment(base, deadline=time.time() + 1.3)
+    # The first page always finishes; the second stops writing at the deadline, and is no stall.
+    assert first["pages"] == 1 and first["stalls"] == 0 and first["cursor"]
+    assert first["scanned"] == 100 and 100 <= first["written"] < 200
+    rest = run_to_end({**base, "cursor": first["cursor"], "totals": first})
+    assert (rest["scanned"], rest["failed"]) == (300, 0)
+    assert rest["written"] + rest["unchanged"] == 300 + (first["written"] - 100)  # written ones come back unchanged
+    assert {item["flag"] for item in scan_all(dynamodb, table).values()} == {"v2"}
 
 
 def test_segments_partition_the_table(make_table, dynamodb):
@@ -174,7 +197,7 @@ def test_an_item_over_400_kb_fails_alone_with_its_key(make_table, dynamodb):
 
 def test_failures_stay_small_enough_for_a_step_functions_state(make_table):
     long_keys = [{**simple_item(i, "raise"), "sk": {"S": f"{i:04d}" + "k" * 1000}} for i in range(120)]
-    table = make_table(long_keys)
+    table = make_table([*long_keys, simple_item(999, "change")])  # one item works: the run goes on
     result = process_segment(event(table, spec("by_kind")))
     assert result["failed"] == 120
     assert 0 < len(result["failures"]) < 100
