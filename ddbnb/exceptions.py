@@ -131,6 +131,33 @@ class StackNotFoundError(DdbnbError):
         )
 
 
+class StackFailedError(DdbnbError):
+    """The stack is in a state it cannot be updated from."""
+
+    def __init__(self, stack_name: str, status: str) -> None:
+        super().__init__(
+            f"Stack {stack_name!r} is {status}: CloudFormation cannot update it (a first deploy that failed "
+            "leaves ROLLBACK_COMPLETE). Look at its events for the cause, then delete it with "
+            f"ddbnb.delete_stack({stack_name!r}), or deploy again with replace_failed=True to delete and "
+            "create it in one go.",
+            stack_name=stack_name,
+            status=status,
+        )
+
+
+class StaleStackError(DdbnbError):
+    """The deployed stack would run other code, or on other tables, than the plan."""
+
+    def __init__(self, stack_name: str, differences: list[str]) -> None:
+        super().__init__(
+            f"Stack {stack_name!r} does not match the plan: {'; '.join(differences)}. Its Lambda would run what "
+            f"was deployed, not what was dry-run. Re-run 01_deploy (stack_name={stack_name!r}) with this transform "
+            "and these tables, or pass allow_stale_stack=True to run the deployed code anyway.",
+            stack_name=stack_name,
+            differences=differences,
+        )
+
+
 class EndpointUnreachableError(DdbnbError):
     """An AWS endpoint does not answer."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 
-from ddbnb.control.deploy import stack_outputs
+from ddbnb.control.deploy import stack_differences, stack_outputs
 from ddbnb.engines import checkpoints
 from ddbnb.engines.aws import describe_status, fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.aws import redrive as engine_redrive
@@ -26,6 +26,7 @@ from ddbnb.exceptions import (
     DryRunRequiredError,
     RunIncompleteError,
     RunStoppedError,
+    StaleStackError,
     TransformRejectedError,
 )
 from ddbnb.insight.results import load_failures, summarize
@@ -134,6 +135,8 @@ def migrate(
     max_failed_share: float = 0.0,
     prewarm_write_units: int = 0,
     prewarm_read_units: int = 0,
+    allow_stale_stack: bool = False,
+    tolerated_failure_percentage: float = 0.0,
     invocation_seconds: float = INVOCATION_SECONDS,
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
@@ -151,9 +154,17 @@ def migrate(
     returned. Raises RunIncompleteError, after writing the results, when any
     item or segment failed. On the aws engine, ``prewarm_write_units`` (and
     ``prewarm_read_units``) above 0 raise or warm the table's capacity first;
-    provisioned capacity is restored however the run ends.
+    provisioned capacity is restored however the run ends. Before it starts an
+    execution, the aws engine checks that the stack runs the plan's code on the
+    plan's tables (StaleStackError otherwise); ``allow_stale_stack=True`` runs
+    the deployed code anyway and records that in ``summary.json``.
+    ``tolerated_failure_percentage`` (0 to 100) is the share of segments that
+    may fail before the aws engine's Map fails the run (failed segments are
+    reported either way, and ``redrive`` runs them again).
     """
     params.check_bool("execute", execute)
+    params.check_bool("allow_stale_stack", allow_stale_stack)
+    params.check_percentage("tolerated_failure_percentage", tolerated_failure_percentage)
     params.check_bool("require_dry_run", require_dry_run)
     params.check_bool("progress", progress)
     params.check_share("max_failed_share", max_failed_share)
@@ -186,7 +197,10 @@ def migrate(
         prewarm = (
             {"read_units": prewarm_read_units, "write_units": prewarm_write_units} if prewarm_write_units else None
         )
-        extra["execution_arn"] = _run_aws(plan, folder, prewarm, progress, boto3_session, previous)
+        extra.update(allow_stale_stack=allow_stale_stack, tolerated_failure_percentage=tolerated_failure_percentage)
+        extra["execution_arn"] = _run_aws(
+            plan, folder, prewarm, progress, boto3_session, previous, allow_stale_stack, tolerated_failure_percentage
+        )
     else:
         extra["resumed"] = _run_local(plan, folder, unfinished, invocation_seconds, progress, boto3_session)
     summary = summarize(folder, time.monotonic() - started, plan.total_segments)
@@ -336,6 +350,8 @@ def _run_aws(
     progress: bool,
     boto3_session: boto3.Session | None,
     previous: dict[str, Any],
+    allow_stale_stack: bool = False,
+    tolerated_failure_percentage: float = 0.0,
 ) -> str:
     """Start the run, or attach to the one this run folder already started; wait; fetch the results."""
     outputs = stack_outputs(plan.stack_name, boto3_session)
@@ -351,6 +367,11 @@ def _run_aws(
     if status in ("RUNNING", "PENDING_REDRIVE", "SUCCEEDED"):
         print(f"attaching to {arn} ({status}), which this run folder started; no new execution")
     else:
+        differences = stack_differences(outputs, plan.transform, plan.table.name, plan.destination)
+        if differences and not allow_stale_stack:
+            raise StaleStackError(plan.stack_name, differences)
+        if differences:
+            print(f"allow_stale_stack=True: running the deployed code although {'; '.join(differences)}")
         name = execution_name(folder.name)
         failures_to = f"s3://{outputs['ResultsBucketName']}/runs/{name}/{FAILURES}"
         arn = start_run(
@@ -359,6 +380,7 @@ def _run_aws(
             name,
             max_concurrency=plan.max_concurrency,
             prewarm=prewarm,
+            tolerated_failure_percentage=tolerated_failure_percentage,
             boto3_session=boto3_session,
         )
         print(f"started {arn}")

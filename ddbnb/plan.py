@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3
 
-from ddbnb.control.deploy import stack_outputs
+from ddbnb.control.deploy import AWS_CONCURRENCY, stack_outputs
 from ddbnb.exceptions import InvalidParameterError
 from ddbnb.insight.estimate import NEW_ON_DEMAND_READS, NEW_ON_DEMAND_WRITES
 from ddbnb.worker import params
@@ -32,7 +32,6 @@ MIN_SEGMENT_ITEMS = 500
 AWS_SEGMENT_ITEMS = 50_000
 AWS_SEGMENT_BYTES = 256 * 1024 * 1024
 #: Children the aws engine runs at once at most unless told (Lambda allows 1,000 by default).
-AWS_CONCURRENCY = 500
 #: Local processes beyond this stop helping on one machine.
 MAX_LOCAL_CONCURRENCY = 8
 
@@ -281,8 +280,10 @@ def plan_migration(
     destination = describe_table(destination_table_name, boto3_session) if destination_table_name else None
     if version_attribute in facts.key_names:
         raise InvalidParameterError("version_attribute", version_attribute, "an attribute that is not part of the key")
+    reserved = 0
     if engine == "aws":
-        stack_outputs(stack_name, boto3_session)  # StackNotFoundError names 01_deploy
+        outputs = stack_outputs(stack_name, boto3_session)  # StackNotFoundError names 01_deploy
+        reserved = int(outputs.get("ReservedConcurrency") or 0)
     reasons: list[str] = []
     if not total_segments:
         total_segments, why = choose_segments(facts, engine, max_concurrency)
@@ -290,6 +291,9 @@ def plan_migration(
     if not max_concurrency:
         max_concurrency, why = choose_concurrency(engine)
         reasons.append(why)
+    if reserved and max_concurrency > reserved:
+        reasons.append(f"max_concurrency lowered to {reserved}: the stack reserves (and allows) {reserved} workers")
+        max_concurrency = reserved
     if max_concurrency > total_segments:
         reasons.append(f"max_concurrency lowered to {total_segments}: no more at a time than there are segments")
         max_concurrency = total_segments

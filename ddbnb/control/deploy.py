@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 
 from ddbnb.control.package import build_lambda_package
-from ddbnb.exceptions import DeployError, StackNotFoundError
+from ddbnb.exceptions import DeployError, StackFailedError, StackNotFoundError
 from ddbnb.paths import TEMPLATE
 from ddbnb.progress import progress_bar
 from ddbnb.worker import params
@@ -19,6 +19,9 @@ from ddbnb.worker.clients import clear_errors, client
 POLL_S = 2.0
 _DONE = ("_COMPLETE", "_FAILED")
 #: Outputs read from the stack's resources when CloudFormation reports none.
+#: Segments that run at once on AWS by default, and the workers a stack reserves by default.
+AWS_CONCURRENCY = 500
+
 _FROM_RESOURCES = {
     "StateMachine": "StateMachineArn",
     "ResultsBucket": "ResultsBucketName",
@@ -64,12 +67,31 @@ def _upload(s3: Any, bucket: str, key: str, data: bytes) -> None:
         s3.put_object(Bucket=bucket, Key=key, Body=data)
 
 
-def _stack_exists(cloudformation: Any, stack_name: str) -> bool:
+#: States a stack cannot be updated from: it must be deleted first.
+UNRECOVERABLE = ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_FAILED")
+
+
+def _stack_status(cloudformation: Any, stack_name: str) -> str | None:
+    """The stack's status; None when it does not exist (or only holds a change set never executed)."""
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     except cloudformation.exceptions.ClientError:
-        return False
-    return bool(stacks) and stacks[0]["StackStatus"] != "REVIEW_IN_PROGRESS"
+        return None
+    if not stacks or stacks[0]["StackStatus"] == "REVIEW_IN_PROGRESS":
+        return None
+    return str(stacks[0]["StackStatus"])
+
+
+def _stack_exists(cloudformation: Any, stack_name: str) -> bool:
+    return _stack_status(cloudformation, stack_name) is not None
+
+
+def _event_ids(cloudformation: Any, stack_name: str) -> set[str]:
+    """The ids of the stack's events so far (none for a stack that does not exist)."""
+    try:
+        return {e["EventId"] for e in cloudformation.describe_stack_events(StackName=stack_name)["StackEvents"]}
+    except cloudformation.exceptions.ClientError:
+        return set()
 
 
 def _failure(cloudformation: Any, stack_name: str) -> DeployError:
@@ -86,8 +108,15 @@ def _failure(cloudformation: Any, stack_name: str) -> DeployError:
     return DeployError(stack_name, stack_name, status["StackStatus"], status.get("StackStatusReason", "unknown"))
 
 
-def _wait(cloudformation: Any, stack_name: str, progress: bool) -> str:
-    seen: set[str] = set()
+def _wait(cloudformation: Any, stack_name: str, progress: bool, before: set[str] | None = None) -> str:
+    """Wait for the operation started after the events ``before`` to end; return the stack's final status.
+
+    The stack's own status counts only once an event of this operation ended
+    it, so the status of the operation before (UPDATE_COMPLETE, say) is never
+    taken for this one's.
+    """
+    seen: set[str] = set(before or ())
+    ended = not before  # a new stack has no earlier operation to mistake
     with progress_bar(unit="event", desc=f"stack {stack_name}", enabled=progress) as bar:
         while True:
             try:
@@ -102,7 +131,10 @@ def _wait(cloudformation: Any, stack_name: str, progress: bool) -> str:
             if fresh:
                 bar.update(len(fresh))
                 bar.set_postfix_str(f"{fresh[0]['LogicalResourceId']} {fresh[0]['ResourceStatus']}")
-            if status.endswith(_DONE) and "IN_PROGRESS" not in status:
+            ended = ended or any(
+                e["LogicalResourceId"] == stack_name and "IN_PROGRESS" not in e["ResourceStatus"] for e in fresh
+            )
+            if ended and status.endswith(_DONE) and "IN_PROGRESS" not in status:
                 return str(status)
             time.sleep(POLL_S)
 
@@ -127,9 +159,34 @@ def stack_outputs(stack_name: str, boto3_session: boto3.Session | None = None) -
             if key and key not in outputs and resource.get("PhysicalResourceId"):
                 outputs[key] = resource["PhysicalResourceId"]
     for parameter in stack.get("Parameters", []):
-        if parameter["ParameterKey"] in ("SourceTableName", "DestinationTableName"):
+        if parameter["ParameterKey"] in ("SourceTableName", "DestinationTableName", "CodeKey", "ReservedConcurrency"):
             outputs.setdefault(parameter["ParameterKey"], parameter["ParameterValue"])
     return outputs
+
+
+def _target(destination: str) -> str:
+    return f"into {destination!r}" if destination else "in place"
+
+
+def stack_differences(outputs: dict[str, str], transform: str, table_name: str, destination: str | None) -> list[str]:
+    """What differs between a deployed stack (its ``outputs``) and a plan: the code, the tables, the mode.
+
+    The code is compared by content: the package the plan's transform builds
+    now has the key the stack was deployed with, or it does not.
+    """
+    differences = []
+    key = build_lambda_package(transform).key
+    if outputs.get("CodeKey") != key:
+        differences.append(
+            f"its code is {outputs.get('CodeKey') or 'unknown'}, but {transform} builds {key} "
+            "(the transform or ddbnb changed since the deploy)"
+        )
+    if outputs.get("SourceTableName") != table_name:
+        differences.append(f"it reads {outputs.get('SourceTableName')!r}, the plan {table_name!r}")
+    deployed = outputs.get("DestinationTableName") or ""
+    if deployed != (destination or ""):
+        differences.append(f"it writes {_target(deployed)}, the plan {_target(destination or '')}")
+    return differences
 
 
 @clear_errors
@@ -141,6 +198,9 @@ def deploy_stack(
     destination_table_name: str = "",
     lambda_memory_mb: int = 1024,
     lambda_timeout_s: int = 900,
+    reserved_concurrency: int = AWS_CONCURRENCY,
+    replace_failed: bool = False,
+    stack_parameters: dict[str, str] | None = None,
     template: str | Path = TEMPLATE,
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
@@ -149,14 +209,25 @@ def deploy_stack(
 
     Updates go through a change set; a change set with no changes is a success.
     On failure, DeployError names the first resource that failed and why.
+    ``reserved_concurrency`` reserves that many concurrent workers for the
+    migration and caps it there (0: none), so a run cannot take the account's
+    whole Lambda concurrency; a plan on this stack runs at most that many at once.
+    A stack left in a state it cannot be updated from (ROLLBACK_COMPLETE after a
+    first deploy failed, say) raises StackFailedError, or is deleted and created
+    again with ``replace_failed=True``. ``stack_parameters`` passes the
+    template's optional parameters (``SubnetIds``, ``SecurityGroupIds``,
+    ``LogKmsKeyArn``, ``AccessLogBucketName``, ``LogRetentionDays``,
+    ``ResultsRetentionDays``) as strings.
     """
     params.check_name("stack_name", stack_name)
     params.check_table_name("table_name", table_name)
     params.check_bool("progress", progress)
+    params.check_bool("replace_failed", replace_failed)
     if destination_table_name:
         params.check_table_name("destination_table_name", destination_table_name)
     params.check_int("lambda_memory_mb", lambda_memory_mb, 128, 10_240)
     params.check_int("lambda_timeout_s", lambda_timeout_s, 60, 900)
+    params.check_int("reserved_concurrency", reserved_concurrency, 0, 10_000)
     package = build_lambda_package(transform)
     s3, cloudformation = client("s3", boto3_session), client("cloudformation", boto3_session)
     bucket = _artifact_bucket(s3, client("sts", boto3_session), s3.meta.region_name)
@@ -168,8 +239,19 @@ def deploy_stack(
         "CodeKey": package.key,
         "LambdaMemoryMB": str(lambda_memory_mb),
         "LambdaTimeoutSeconds": str(lambda_timeout_s),
+        "ReservedConcurrency": str(reserved_concurrency),
+        **(stack_parameters or {}),
     }
-    exists = _stack_exists(cloudformation, stack_name)
+    status = _stack_status(cloudformation, stack_name)
+    if status in UNRECOVERABLE:
+        if not replace_failed:
+            raise StackFailedError(stack_name, status)
+        print(f"stack {stack_name} is {status}: deleting it to create it again (replace_failed=True)")
+        _delete(cloudformation, stack_name, progress)
+        status = None
+    elif status and "IN_PROGRESS" in status:
+        raise DeployError(stack_name, stack_name, status, "another operation is in progress; wait for it to end")
+    exists = status is not None
     change_set = f"ddbnb-{int(time.time())}"
     cloudformation.create_change_set(
         StackName=stack_name,
@@ -182,8 +264,9 @@ def deploy_stack(
     if not _change_set_has_changes(cloudformation, stack_name, change_set):
         print(f"stack {stack_name}: no changes")
     else:
+        before = _event_ids(cloudformation, stack_name) if exists else set()
         cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
-        if _wait(cloudformation, stack_name, progress) not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        if _wait(cloudformation, stack_name, progress, before) not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
             raise _failure(cloudformation, stack_name)
     return {**stack_outputs(stack_name, boto3_session), "Transform": package.transform}
 
@@ -212,9 +295,12 @@ def delete_stack(stack_name: str, *, progress: bool = True, boto3_session: boto3
     params.check_bool("progress", progress)
     params.check_name("stack_name", stack_name)
     cloudformation = client("cloudformation", boto3_session)
-    if not _stack_exists(cloudformation, stack_name):
-        return
+    if _stack_exists(cloudformation, stack_name):
+        _delete(cloudformation, stack_name, progress)
+
+
+def _delete(cloudformation: Any, stack_name: str, progress: bool) -> None:
+    before = _event_ids(cloudformation, stack_name)
     cloudformation.delete_stack(StackName=stack_name)
-    status = _wait(cloudformation, stack_name, progress)
-    if status != "DELETE_COMPLETE":
+    if _wait(cloudformation, stack_name, progress, before) != "DELETE_COMPLETE":
         raise _failure(cloudformation, stack_name)

@@ -104,11 +104,19 @@ def session_args(boto3_session: boto3.Session | None) -> dict[str, Any]:
     return args
 
 
-def _session(args: dict[str, Any]) -> boto3.Session:
+def _session(args: dict[str, Any]) -> boto3.Session | None:
+    """The worker process's session for ``args`` (None: the default one), made once and then reused."""
     expires_at = args.get("expires_at")
     if expires_at is not None and time.time() > expires_at:
         raise CredentialsExpiredError(datetime.fromtimestamp(expires_at, timezone.utc).isoformat())
-    return boto3.Session(**{k: v for k, v in args.items() if k != "expires_at"})
+    if not args:
+        return None
+    return _made_session(tuple(sorted((k, v) for k, v in args.items() if k != "expires_at")))
+
+
+@functools.lru_cache(maxsize=4)
+def _made_session(args: tuple[tuple[str, Any], ...]) -> boto3.Session:
+    return boto3.Session(**dict(args))
 
 
 def run_segment(

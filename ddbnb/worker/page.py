@@ -164,7 +164,7 @@ class PageWriter:
             else:
                 tally.failures.append((_key(raw, self.keys), f"{verdict.rule}: {verdict.message}"))
                 continue
-            sources[id(request)] = _key(raw, self.keys)
+            sources[id(request)] = raw  # its key is taken only if the write fails
             requests.append(request)
         chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
 
@@ -185,7 +185,7 @@ class PageWriter:
         tally.throttled += outcome.throttled
         tally.stalled = bool(outcome.stalled)
         for request, error in outcome.failures:
-            tally.failures.append((sources[id(request)], f"write_failed: {error}"))
+            tally.failures.append((_key(sources[id(request)], self.keys), f"write_failed: {error}"))
 
     # -- conditional ---------------------------------------------------------------------------------------
     def guarded(self, raw: WireItem, tally: PageTally) -> Guarded | None:

@@ -70,6 +70,13 @@ def check_share(name: str, value: Any) -> float:
     return float(value)
 
 
+def check_percentage(name: str, value: Any) -> float:
+    """Return a percentage from 0 to 100."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise InvalidParameterError(name, value, "a percentage from 0 to 100")
+    return float(value)
+
+
 def check_rate(name: str, value: Any) -> float:
     """Return a rate per second (items or capacity units); 0 means unlimited."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

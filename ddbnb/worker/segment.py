@@ -46,7 +46,7 @@ from ddbnb.worker.items import deserialize
 from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
-from ddbnb.worker.wire import WireClient
+from ddbnb.worker.wire import shared_client
 from ddbnb.worker.writes import Backoff, call_patiently, is_throttle
 
 #: Concurrent write calls per worker.
@@ -104,7 +104,7 @@ class _Segment:
     ) -> None:
         self.event = event
         self.limits = limits or limits_for(event)
-        self.dynamodb = WireClient(boto3_session)
+        self.dynamodb = shared_client(boto3_session)
         self.table = event["table"]
         source = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
         target = event.get("destination") or self.table

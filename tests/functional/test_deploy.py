@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ddbnb import delete_stack, deploy_stack
-from ddbnb.exceptions import DeployError, InvalidParameterError
+from ddbnb.exceptions import DeployError, InvalidParameterError, StackFailedError
 from ddbnb.worker.clients import client
 from tests.conftest import TRANSFORMS, simple_item
 
@@ -36,6 +36,34 @@ def test_deploy_creates_the_stack_and_a_second_deploy_is_a_no_op(make_table, sta
     again = deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False)
     assert again == outputs
     assert "no changes" in capsys.readouterr().out
+
+
+def test_the_stack_caps_the_plans_concurrency_and_knows_its_code_and_tables(make_table, stack_name, tmp_path):
+    import ddbnb
+    from ddbnb.control.deploy import stack_differences
+
+    table = make_table([simple_item(i) for i in range(10)])
+    outputs = deploy_stack(
+        stack_name,
+        table,
+        f"{TRANSFORMS}:bump",
+        reserved_concurrency=3,
+        stack_parameters={"ResultsRetentionDays": "3"},
+        progress=False,
+    )
+    assert outputs["ReservedConcurrency"] == "3"
+    stack = client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}["ResultsRetentionDays"] == "3"
+    plan = ddbnb.plan_migration(
+        table, f"{TRANSFORMS}:bump", engine="aws", stack_name=stack_name, total_segments=8, max_concurrency=6
+    )
+    assert plan.max_concurrency == 3 and any("the stack reserves" in reason for reason in plan.reasons)
+    assert stack_differences(outputs, f"{TRANSFORMS}:bump", table, None) == []
+    edited = tmp_path / "transforms.py"
+    edited.write_text(TRANSFORMS.read_text() + "\n# edited after the deploy\n")
+    (code,) = stack_differences(outputs, f"{edited}:bump", table, None)
+    assert outputs["CodeKey"] in code
+    assert len(stack_differences(outputs, f"{TRANSFORMS}:bump", "other-table", "copy")) == 2
 
 
 def test_a_new_transform_updates_the_function_code(make_table, stack_name, tmp_path):
@@ -90,6 +118,31 @@ def test_a_failed_deploy_names_the_resource_and_reason(make_table, stack_name, s
         deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False, boto3_session=session)
     assert (info.value.resource, info.value.status) == ("WorkerFunction", "CREATE_FAILED")
     assert "Code storage limit exceeded" in str(info.value) and stack_name in str(info.value)
+
+
+def test_a_stack_left_in_rollback_complete_is_named_or_replaced(make_table, stack_name, session):
+    table = make_table([simple_item(1)])
+    deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False)
+    # moto never fails a create, so the state a failed first deploy leaves is injected into its answers.
+    failed = {"on": True}
+
+    def rolled_back(parsed, **_):
+        for stack in parsed.get("Stacks", []):
+            if failed["on"]:
+                stack["StackStatus"] = "ROLLBACK_COMPLETE"
+
+    session.events.register("after-call.cloudformation.DescribeStacks", rolled_back)
+    session.events.register("before-call.cloudformation.DeleteStack", lambda **_: failed.update(on=False))
+    with pytest.raises(StackFailedError) as info:
+        deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False, boto3_session=session)
+    assert info.value.status == "ROLLBACK_COMPLETE" and "replace_failed=True" in str(info.value)
+    assert "delete_stack" in str(info.value)
+    outputs = deploy_stack(
+        stack_name, table, f"{TRANSFORMS}:bump", progress=False, replace_failed=True, boto3_session=session
+    )
+    assert not failed["on"]  # it was deleted, then created again
+    stack = client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE" and outputs["StateMachineArn"]
 
 
 def test_bad_parameters_are_refused_before_anything_is_deployed(sandbox):

@@ -27,9 +27,11 @@ import boto3
 import pytest
 from cfnlint.decode import decode
 
+from ddbnb.control.package import build_lambda_package
 from ddbnb.engines import aws as engine_aws
+from ddbnb.exceptions import StaleStackError
 from ddbnb.worker import lambda_entry
-from tests.conftest import scan_all, simple_item
+from tests.conftest import scan_all, simple_item, spec
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "migration.yaml"
 REGION = "us-east-1"
@@ -55,6 +57,9 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         event = json.loads(body)
+        module, _, function = event["transform"].partition(":")
+        if module == "transforms.transforms":  # where the package puts tests/fixtures/transforms.py
+            event["transform"] = spec(function)
         calls.append(event)
         if event["segment"] == behaviour["fail_segment"]:
             response_headers["x-amz-function-error"] = "Unhandled"
@@ -110,7 +115,13 @@ def create_stack_resources(moto: dict[str, Any], table: str) -> dict[str, str]:
         ],
         ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
     )
-    return {"StateMachineArn": arn["stateMachineArn"], "ResultsBucketName": "results"}
+    return {
+        "StateMachineArn": arn["stateMachineArn"],
+        "ResultsBucketName": "results",
+        "SourceTableName": table,
+        "DestinationTableName": "",
+        "CodeKey": build_lambda_package(spec("set_flag")).key,  # what 01_deploy records
+    }
 
 
 def run(
@@ -213,7 +224,7 @@ def test_running_03_again_attaches_to_the_execution_its_run_folder_started(moto,
     table = make_table([simple_item(i) for i in range(50)])
     outputs = create_stack_resources(moto, table)
     monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
-    plan = Plan(describe_table(table), "tests.fixtures.transforms:set_flag", "aws", 1, 1, stack_name="stack")
+    plan = Plan(describe_table(table), spec("set_flag"), "aws", 1, 1, stack_name="stack")
     first = migrate_module._run_aws(plan, tmp_path, None, False, None, {})
     sfn = moto["client"]("stepfunctions")
     machine = outputs["StateMachineArn"]
@@ -224,6 +235,35 @@ def test_running_03_again_attaches_to_the_execution_its_run_folder_started(moto,
     again = migrate_module._run_aws(plan, tmp_path, None, False, None, recorded)
     assert again == first
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # no second execution
+
+
+def test_a_stack_deployed_with_other_code_or_tables_is_refused_before_any_execution(
+    moto, make_table, tmp_path, monkeypatch
+):
+    import importlib
+
+    from ddbnb.plan import Plan
+    from ddbnb.worker.tables import describe_table
+
+    migrate_module = importlib.import_module("ddbnb.migrate")
+    table = make_table([simple_item(i) for i in range(20)])
+    outputs = create_stack_resources(moto, table)  # deployed with set_flag, in place
+    monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
+    sfn, machine = moto["client"]("stepfunctions"), outputs["StateMachineArn"]
+    changed = tmp_path / "code" / "transforms.py"  # the transform file, edited after the deploy
+    changed.parent.mkdir()
+    changed.write_text(Path(spec("bump").rpartition(":")[0]).read_text() + "\n# edited\n")
+    edited = Plan(describe_table(table), f"{changed}:bump", "aws", 1, 1, stack_name="stack")
+    with pytest.raises(StaleStackError) as info:
+        migrate_module._run_aws(edited, tmp_path, None, False, None, {})
+    assert "01_deploy" in str(info.value) and "builds" in info.value.differences[0]
+    copying = Plan(describe_table(table), spec("set_flag"), "aws", 1, 1, destination="other", stack_name="s")
+    with pytest.raises(StaleStackError, match="it writes in place, the plan into 'other'"):
+        migrate_module._run_aws(copying, tmp_path, None, False, None, {})
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []  # nothing started
+    arn = migrate_module._run_aws(edited, tmp_path, None, False, None, {}, True, tolerated_failure_percentage=5)
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # the operator's explicit choice
+    assert json.loads(sfn.describe_execution(executionArn=arn)["input"])["tolerated_failure_percentage"] == 5
 
 
 def test_execution_names_are_unique_and_fit_step_functions():

@@ -87,6 +87,13 @@ def test_shares_are_from_0_to_1(value):
         params.check_share("max_failed_share", value)
 
 
+@pytest.mark.parametrize("value", [-1, 100.5, "5", True, None])
+def test_percentages_are_from_0_to_100(value):
+    with pytest.raises(exceptions.InvalidParameterError, match="percentage from 0 to 100"):
+        params.check_percentage("tolerated_failure_percentage", value)
+    assert params.check_percentage("tolerated_failure_percentage", 12.5) == 12.5
+
+
 @pytest.mark.parametrize("value", [0, -1, 1_000_001, 1.5, "8", True, None])
 def test_total_segments_outside_the_range_is_refused(value):
     with pytest.raises(exceptions.InvalidParameterError, match="total_segments"):

@@ -10,7 +10,14 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 CONTRACT = {
-    "01_deploy": {"stack_name", "table_name", "transform", "destination_table_name", "lambda_memory_mb"},
+    "01_deploy": {
+        "stack_name",
+        "table_name",
+        "transform",
+        "destination_table_name",
+        "lambda_memory_mb",
+        "reserved_concurrency",
+    },
     "02_dry_run": {
         "table_name",
         "transform",
@@ -46,6 +53,8 @@ CONTRACT = {
         "stack_name",
         "prewarm_write_units",
         "prewarm_read_units",
+        "allow_stale_stack",
+        "tolerated_failure_percentage",
     },
     "04_results": {"run_dir"},
 }

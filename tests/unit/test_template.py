@@ -75,3 +75,48 @@ def test_the_worker_gets_lambdas_full_timeout_by_default(template):
     assert template["Parameters"]["LambdaTimeoutSeconds"]["Default"] == 900
     (function,) = resources(template, "AWS::Lambda::Function")
     assert function["Runtime"].startswith("python3.1")
+
+
+def test_the_worker_task_retries_every_transient_error_aws_documents(template):
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine")
+    process = machine["Definition"]["States"]["Migrate"]["ItemProcessor"]["States"]["Process"]
+    retried = {error for rule in process["Retry"] for error in rule["ErrorEquals"]}
+    # The four AWS recommends for every Lambda task; then how timeouts and out-of-memory surface.
+    assert {
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.Unknown",
+        "Lambda.ClientExecutionTimeoutException",
+        "Sandbox.Timedout",
+        "States.Timeout",
+    } <= retried
+    assert "States.ALL" not in retried  # a bug in the transform is not retried forever
+    assert all(rule["MaxAttempts"] >= 2 and rule.get("JitterStrategy") == "FULL" for rule in process["Retry"])
+
+
+def test_the_worker_reserves_its_concurrency_unless_told_not_to(template):
+    (function,) = resources(template, "AWS::Lambda::Function")
+    reserved = function["ReservedConcurrentExecutions"]
+    assert reserved == {"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert template["Parameters"]["ReservedConcurrency"]["Default"] == 500
+
+
+def test_vpc_log_key_and_access_logs_are_options_and_every_checkov_skip_says_why(template):
+    parameters = template["Parameters"]
+    assert all(parameters[name]["Default"] == "" for name in ("SubnetIds", "SecurityGroupIds", "LogKmsKeyArn"))
+    (function,) = resources(template, "AWS::Lambda::Function")
+    assert function["VpcConfig"]["Fn::If"][0] == "InVpc"
+    (group,) = resources(template, "AWS::Logs::LogGroup")
+    assert group["KmsKeyId"]["Fn::If"][0] == "HasLogKey"
+    (bucket,) = resources(template, "AWS::S3::Bucket")
+    assert bucket["LoggingConfiguration"]["Fn::If"][0] == "HasAccessLogs"
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    skips = [
+        skip
+        for r in template["Resources"].values()
+        for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert {s["id"] for s in skips} == {"CKV_AWS_18", "CKV_AWS_116", "CKV_AWS_117", "CKV_AWS_158"}
+    assert all(len(s["comment"]) > 40 for s in skips)
