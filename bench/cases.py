@@ -66,6 +66,17 @@ def write(table: str, items: int, processes: int, threads: int, seed: int = 7) -
     return {"items": sum(n for n, _ in done), "seconds": seconds, "cpu_s": sum(c for _, c in done)}
 
 
+def _over_segments(worker: Any, table: str, segments: int, processes: int) -> dict[str, Any]:
+    """Run ``worker((table, segment, segments))`` for every segment over ``processes`` processes, timed."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        pool.map(int, range(processes))  # start the workers before the clock
+        started = time.perf_counter()
+        count = sum(pool.map(worker, [(table, s, segments) for s in range(segments)], chunksize=1))
+        seconds = time.perf_counter() - started
+    return {"items": count, "seconds": seconds}
+
+
 # -- raw parallel Scan -------------------------------------------------------------------------------------
 def _scanner(args: tuple[str, int, int]) -> int:
     from ddbnb.worker.wire import WireClient
@@ -85,13 +96,7 @@ def _scanner(args: tuple[str, int, int]) -> int:
 
 def scan(table: str, segments: int, processes: int) -> dict[str, Any]:
     """Parallel scan of the whole table, ``segments`` spread over ``processes``, items parsed from JSON."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes) as pool:
-        pool.map(int, range(processes))  # start the workers before the clock
-        started = time.perf_counter()
-        count = sum(pool.map(_scanner, [(table, s, segments) for s in range(segments)], chunksize=1))
-        seconds = time.perf_counter() - started
-    return {"items": count, "seconds": seconds}
+    return _over_segments(_scanner, table, segments, processes)
 
 
 # -- migration ceiling -------------------------------------------------------------------------------------
@@ -127,13 +132,7 @@ def _ceiling_segment(args: tuple[str, int, int]) -> int:
 def migration_ceiling(table: str, segments: int, processes: int) -> dict[str, Any]:
     """ddbnb's pipeline (parallel scan, read-ahead, BatchWriteItem on 4 threads) with no deserialization,
     transform or bookkeeping: the server does the same work as in the ddbnb case."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes) as pool:
-        pool.map(int, range(processes))
-        started = time.perf_counter()
-        count = sum(pool.map(_ceiling_segment, [(table, s, segments) for s in range(segments)], chunksize=1))
-        seconds = time.perf_counter() - started
-    return {"items": count, "seconds": seconds}
+    return _over_segments(_ceiling_segment, table, segments, processes)
 
 
 # -- ddbnb -------------------------------------------------------------------------------------------------
@@ -214,13 +213,7 @@ def _seed_segment(args: tuple[str, int, int]) -> int:
 
 def seed_style(table: str, segments: int, processes: int) -> dict[str, Any]:
     """The seed's algorithm: scan a page, then one PutItem per item, all in flight; segments in parallel."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes) as pool:
-        pool.map(int, range(processes))
-        started = time.perf_counter()
-        count = sum(pool.map(_seed_segment, [(table, s, segments) for s in range(segments)], chunksize=1))
-        seconds = time.perf_counter() - started
-    return {"items": count, "seconds": seconds}
+    return _over_segments(_seed_segment, table, segments, processes)
 
 
 # -- awswrangler baseline ----------------------------------------------------------------------------------
