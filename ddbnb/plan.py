@@ -31,7 +31,6 @@ MIN_SEGMENT_ITEMS = 500
 #: items/s, so one of 50,000 items takes a minute or two).
 AWS_SEGMENT_ITEMS = 50_000
 AWS_SEGMENT_BYTES = 256 * 1024 * 1024
-#: Children the aws engine runs at once at most unless told (Lambda allows 1,000 by default).
 #: Local processes beyond this stop helping on one machine.
 MAX_LOCAL_CONCURRENCY = 8
 
@@ -163,8 +162,8 @@ def capacity_limits(
         elif where in ("provisioned", "its OnDemandThroughput cap") and rate:
             budgets.append(rate)
             reasons.append(
-                f"{kind} pace {rate:,.0f} units/s: no capacity_share, so all of {where} of {table.name!r} "
-                "(beyond it DynamoDB only throttles; a capacity_share leaves room for the application)"
+                f"{kind} pace {rate:,.0f} units/s: no capacity_share, so all of {table.name!r}'s capacity "
+                f"({where}; beyond it DynamoDB only throttles, and a capacity_share leaves room for the application)"
             )
         else:
             budgets.append(0.0)

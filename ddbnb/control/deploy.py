@@ -19,7 +19,8 @@ from ddbnb.worker.clients import clear_errors, client
 POLL_S = 2.0
 _DONE = ("_COMPLETE", "_FAILED")
 #: Outputs read from the stack's resources when CloudFormation reports none.
-#: Segments that run at once on AWS by default, and the workers a stack reserves by default.
+#: Segments that run at once on AWS by default (Lambda allows 1,000 by default), and the workers a
+#: stack reserves by default.
 AWS_CONCURRENCY = 500
 
 _FROM_RESOURCES = {

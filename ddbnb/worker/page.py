@@ -83,6 +83,9 @@ class PageWriter:
     deadline: float | None = None  # time.time() after which no write call starts
     units_per_item: float = 1.0  # what the last call consumed per item: the next reservation's estimate
 
+    def __post_init__(self) -> None:
+        self.backoff.on_throttle = self._throttled
+
     def _paced(self, count: int, send: Callable[[], Any], stalled: Callable[[], Any]) -> Any:
         """Send one write call of ``count`` items within the run's limits, or ``stalled()`` past the deadline.
 
@@ -104,9 +107,6 @@ class PageWriter:
         if not outcome.throttled:
             self.write_bucket.calm(outcome.write_units)
         return outcome
-
-    def __post_init__(self) -> None:
-        self.backoff.on_throttle = self._throttled
 
     def _throttled(self, refused: int) -> None:
         """Writes were refused: slow down, and pace their retry like a first attempt."""
