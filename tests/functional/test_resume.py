@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,12 @@ def scanned_so_far(run_dir: Path) -> int:
         return 0
 
 
-def start_slow_run(table: str, run_dir: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
-    """A run paced to about 8 seconds, in its own process group, as a user's script would start it."""
+@contextmanager
+def slow_run(table: str, run_dir: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A run paced to about 8 seconds, in its own process group, as a user's script would start it.
+
+    Whatever the test does to it, the whole group is gone when the block ends.
+    """
     script = textwrap.dedent(f"""
         import ddbnb
         if __name__ == "__main__":
@@ -38,13 +44,18 @@ def start_slow_run(table: str, run_dir: Path, tmp_path: Path) -> subprocess.Pope
             ddbnb.migrate(plan, execute=True, run_dir={str(run_dir)!r}, require_dry_run=False, progress=False)
     """)
     (tmp_path / "run_it.py").write_text(script)
-    return subprocess.Popen(
+    child = subprocess.Popen(
         [sys.executable, str(tmp_path / "run_it.py")],
         cwd=ROOT,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
 
 
 def wait_for(run_dir: Path, child: subprocess.Popen[bytes], share: float) -> None:
@@ -57,14 +68,10 @@ def wait_for(run_dir: Path, child: subprocess.Popen[bytes], share: float) -> Non
 def test_a_sigkilled_run_goes_on_from_its_checkpoints(make_table, dynamodb, tmp_path):
     table = make_table([simple_item(i, pad=200) for i in range(ITEMS)])
     run_dir = tmp_path / "run"
-    child = start_slow_run(table, run_dir, tmp_path)
-    try:
+    with slow_run(table, run_dir, tmp_path) as child:
         wait_for(run_dir, child, 0.4)
         os.killpg(child.pid, signal.SIGKILL)  # the engine and every worker, at once
         child.wait()
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
     killed_at = scanned_so_far(run_dir)
     assert 0.4 * ITEMS <= killed_at < ITEMS
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "RUNNING"
@@ -84,14 +91,10 @@ def test_a_sigkilled_run_goes_on_from_its_checkpoints(make_table, dynamodb, tmp_
 def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(make_table, dynamodb, tmp_path):
     table = make_table([simple_item(i, pad=200) for i in range(ITEMS)])
     run_dir = tmp_path / "run"
-    child = start_slow_run(table, run_dir, tmp_path)
-    try:
+    with slow_run(table, run_dir, tmp_path) as child:
         wait_for(run_dir, child, 0.3)
         os.kill(child.pid, signal.SIGINT)  # Ctrl-C in the terminal that started it
         _, stderr = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
     assert child.returncode != 0 and b"KeyboardInterrupt" in stderr
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "INTERRUPTED"
     summary = ddbnb.resume(run_dir, progress=False)
