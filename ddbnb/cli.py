@@ -83,13 +83,23 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument("--max-concurrency", type=int, default=0, help="segments at once (0 chooses)")
     mig.add_argument("--max-failed-share", type=float, default=0.0, help="pre-flight failures tolerated (0 to 1)")
     mig.add_argument("--no-require-dry-run", action="store_true", help="run without a dry run in --run-dir")
-    mig.add_argument("--prewarm-write-units", type=int, default=0, help="aws engine: write capacity to raise first")
-    mig.add_argument("--prewarm-read-units", type=int, default=0, help="aws engine: read capacity to raise first")
+    mig.add_argument(
+        "--prewarm-write-units",
+        type=int,
+        default=0,
+        help="aws engine: raise the written table to this many write units first",
+    )
+    mig.add_argument(
+        "--prewarm-read-units", type=int, default=0, help="aws engine: raise the source to this many read units first"
+    )
     mig.add_argument(
         "--allow-stale-stack", action="store_true", help="aws engine: run the deployed code even if it differs"
     )
     mig.add_argument(
         "--tolerated-failure-percentage", type=float, default=0.0, help="aws engine: %% of segments that may fail"
+    )
+    mig.add_argument(
+        "--tolerated-failure-count", type=int, default=0, help="aws engine: number of segments that may fail"
     )
 
     res = commands.add_parser("results", help="run 04_results: per-segment table and charts into the run folder")
@@ -172,6 +182,7 @@ def _run(args: argparse.Namespace) -> None:
             "prewarm_read_units": args.prewarm_read_units,
             "allow_stale_stack": args.allow_stale_stack,
             "tolerated_failure_percentage": args.tolerated_failure_percentage,
+            "tolerated_failure_count": args.tolerated_failure_count,
         }
         run_notebook("03_migrate", parameters["run_dir"], parameters, log_output=True)
     elif args.command == "results":

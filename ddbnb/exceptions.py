@@ -158,6 +158,20 @@ class StaleStackError(DdbnbError):
         )
 
 
+class CapacityRefusedError(DdbnbError):
+    """DynamoDB refused to raise a table's capacity for the run (what was raised before it is restored)."""
+
+    def __init__(self, table_name: str, reason: str, undone: str = "") -> None:
+        super().__init__(
+            f"DynamoDB refused to raise the capacity of {table_name!r}: {reason}. Ask for less "
+            "(prewarm_read_units / prewarm_write_units), or raise it yourself and run without pre-warm."
+            + (f" What was raised before it: {undone}" if undone else ""),
+            table_name=table_name,
+            reason=reason,
+            undone=undone,
+        )
+
+
 class EndpointUnreachableError(DdbnbError):
     """An AWS endpoint does not answer."""
 

@@ -17,7 +17,15 @@ import boto3
 
 from ddbnb.control.deploy import stack_differences, stack_outputs
 from ddbnb.engines import checkpoints
-from ddbnb.engines.aws import describe_status, fetch_failures, fetch_results, start_run, wait_run
+from ddbnb.engines.aws import (
+    describe_status,
+    fetch_failures,
+    fetch_results,
+    restore_raised,
+    segment_position,
+    start_run,
+    wait_run,
+)
 from ddbnb.engines.aws import redrive as engine_redrive
 from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args, systemic
 from ddbnb.engines.resultwriter import ChildOutcome, write_results
@@ -29,13 +37,14 @@ from ddbnb.exceptions import (
     StaleStackError,
     TransformRejectedError,
 )
-from ddbnb.insight.results import load_failures, summarize
+from ddbnb.insight.results import load_failures, result_entries, summarize
 from ddbnb.insight.sample import sample_items
 from ddbnb.plan import Plan, plan_migration
 from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import FAILED, evaluate
 from ddbnb.worker.items import format_key, key_to_wire
+from ddbnb.worker.prewarm import targets_for
 from ddbnb.worker.segment import process_keys
 from ddbnb.worker.tables import describe_table
 from ddbnb.worker.transforms import load_transform, transform_digest
@@ -133,10 +142,9 @@ def migrate(
     run_dir: str | Path = "",
     require_dry_run: bool = True,
     max_failed_share: float = 0.0,
-    prewarm_write_units: int = 0,
-    prewarm_read_units: int = 0,
     allow_stale_stack: bool = False,
     tolerated_failure_percentage: float = 0.0,
+    tolerated_failure_count: int = 0,
     invocation_seconds: float = INVOCATION_SECONDS,
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
@@ -152,15 +160,16 @@ def migrate(
     Results go to ``run_dir`` ("" means :func:`default_run_dir`) in the Step
     Functions ResultWriter layout, plus ``summary.json``; the summary dict is
     returned. Raises RunIncompleteError, after writing the results, when any
-    item or segment failed. On the aws engine, ``prewarm_write_units`` (and
-    ``prewarm_read_units``) above 0 raise or warm the table's capacity first;
-    provisioned capacity is restored however the run ends. Before it starts an
+    item or segment failed. On the aws engine, the plan's pre-warm raises the
+    tables' capacity first; provisioned capacity is put back however the run
+    ends (a refused restore is reported in ``summary.json``, not raised). Before it starts an
     execution, the aws engine checks that the stack runs the plan's code on the
     plan's tables (StaleStackError otherwise); ``allow_stale_stack=True`` runs
     the deployed code anyway and records that in ``summary.json``.
-    ``tolerated_failure_percentage`` (0 to 100) is the share of segments that
-    may fail before the aws engine's Map fails the run (failed segments are
-    reported either way, and ``redrive`` runs them again).
+    ``tolerated_failure_percentage`` (0 to 100) and ``tolerated_failure_count``
+    are the share and number of segments that may fail before the aws engine's
+    Map fails the run (failed segments are reported either way, with the cursor
+    they stopped at, and ``redrive`` runs a failed run's segments again from there).
     """
     params.check_bool("execute", execute)
     params.check_bool("allow_stale_stack", allow_stale_stack)
@@ -168,8 +177,7 @@ def migrate(
     params.check_bool("require_dry_run", require_dry_run)
     params.check_bool("progress", progress)
     params.check_share("max_failed_share", max_failed_share)
-    params.check_int("prewarm_write_units", prewarm_write_units, 0)
-    params.check_int("prewarm_read_units", prewarm_read_units, 0)
+    params.check_int("tolerated_failure_count", tolerated_failure_count, 0)
     print(plan)
     if not execute:
         print("\nexecute=False: nothing was run. Set execute=True to migrate.")
@@ -194,13 +202,9 @@ def migrate(
         checkpoints.clear(folder)
     _record_plan(plan, folder, require_dry_run=require_dry_run, max_failed_share=max_failed_share)
     if plan.engine == "aws":
-        prewarm = (
-            {"read_units": prewarm_read_units, "write_units": prewarm_write_units} if prewarm_write_units else None
-        )
-        extra.update(allow_stale_stack=allow_stale_stack, tolerated_failure_percentage=tolerated_failure_percentage)
-        extra["execution_arn"] = _run_aws(
-            plan, folder, prewarm, progress, boto3_session, previous, allow_stale_stack, tolerated_failure_percentage
-        )
+        tolerated = {"percentage": tolerated_failure_percentage, "count": tolerated_failure_count}
+        extra.update(allow_stale_stack=allow_stale_stack, tolerated_failures=tolerated)
+        extra.update(_run_aws(plan, folder, progress, boto3_session, previous, allow_stale_stack, tolerated))
     else:
         extra["resumed"] = _run_local(plan, folder, unfinished, invocation_seconds, progress, boto3_session)
     summary = summarize(folder, time.monotonic() - started, plan.total_segments)
@@ -213,6 +217,7 @@ def migrate(
         version_attribute=plan.version_attribute,
         total_segments=plan.total_segments,
         max_concurrency=plan.max_concurrency,
+        stack_name=plan.stack_name,
         started_at=started_at,
         run_dir=str(folder),
         **extra,
@@ -346,14 +351,17 @@ def execution_name(run_name: str) -> str:
 def _run_aws(
     plan: Plan,
     folder: Path,
-    prewarm: dict[str, int] | None,
     progress: bool,
     boto3_session: boto3.Session | None,
     previous: dict[str, Any],
     allow_stale_stack: bool = False,
-    tolerated_failure_percentage: float = 0.0,
-) -> str:
-    """Start the run, or attach to the one this run folder already started; wait; fetch the results."""
+    tolerated: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start the run, or attach to the one this run folder already started; wait; fetch the results.
+
+    Returns what summary.json adds for the aws engine: the execution, what
+    pre-warm raised and restored, and where failed segments stopped.
+    """
     outputs = stack_outputs(plan.stack_name, boto3_session)
     arn, name = previous.get("execution_arn"), previous.get("execution_name") or folder.name
     status = describe_status(arn, boto3_session) if arn and previous.get("status") == "RUNNING" else None
@@ -379,8 +387,11 @@ def _run_aws(
             outputs,
             name,
             max_concurrency=plan.max_concurrency,
-            prewarm=prewarm,
-            tolerated_failure_percentage=tolerated_failure_percentage,
+            prewarm_targets=targets_for(
+                plan.table.name, plan.destination, plan.prewarm_read_units, plan.prewarm_write_units
+            ),
+            tolerated_failure_percentage=float((tolerated or {}).get("percentage", 0)),
+            tolerated_failure_count=int((tolerated or {}).get("count", 0)),
             boto3_session=boto3_session,
         )
         print(f"started {arn}")
@@ -393,31 +404,103 @@ def _run_aws(
                 "execution_name": name,
                 "total_segments": plan.total_segments,
                 "status": "RUNNING",
+                "stack_name": plan.stack_name,
             }
         )
     )
     described = wait_run(arn, plan.total_segments, progress=progress, boto3_session=boto3_session)
+    collected = _collect_aws(outputs, described, name, folder, boto3_session)
+    return {"execution_arn": arn, "execution_name": name, **collected}
+
+
+def _collect_aws(
+    outputs: dict[str, str],
+    described: dict[str, Any],
+    name: str,
+    folder: Path,
+    boto3_session: boto3.Session | None,
+) -> dict[str, Any]:
+    """Fetch an ended execution's results and failure logs; restore capacity after a failure; report both."""
+    arn = described["executionArn"]
     fetch_results(outputs, arn, folder, boto3_session)
     fetch_failures(outputs, name, folder / FAILURES, boto3_session)
-    if described["status"] != "SUCCEEDED":
+    stopped_at = failed_segment_positions(folder, boto3_session)
+    for position in stopped_at:
+        print(
+            f"segment {position['segment']} failed after {position['scanned']:,} items"
+            + (f" at cursor {json.dumps(position['cursor'])}" if position["cursor"] else "")
+        )
+    if described["status"] == "SUCCEEDED":
+        state = json.loads(described.get("output") or "{}")
+        capacity = {"raised": state.get("capacity", {}).get("notes", []), "restore": state.get("restored")}
+        if state.get("restore_error"):
+            capacity["restore"] = {"left": state["restore_error"]}
+        for note in (state.get("restored") or {}).get("notes", []):
+            print(f"capacity: {note}")
+    else:
         print(
             f"execution {described['status']}: {described.get('cause', '')} — "
-            f"ddbnb.redrive(run_dir) runs its failed segments again"
+            f"ddbnb.redrive(run_dir) runs its failed segments again from where they stopped"
         )
-    return str(arn)
+        capacity = {"restore": restore_raised(arn, boto3_session)}
+    return {"execution_status": described["status"], "capacity": capacity, "failed_segments_at": stopped_at}
+
+
+def failed_segment_positions(folder: Path, boto3_session: boto3.Session | None = None) -> list[dict[str, Any]]:
+    """Each failed segment of the aws run in ``folder``: the items it had scanned and the cursor it stopped at."""
+    positions = []
+    for entry in result_entries(folder):
+        if entry.get("Status") == "SUCCEEDED" or not entry.get("ExecutionArn"):
+            continue
+        where = segment_position(entry["ExecutionArn"], boto3_session)
+        positions.append(
+            {
+                "segment": int(json.loads(entry["Input"])["segment"]),
+                "cursor": where["cursor"],
+                "scanned": int(where["totals"].get("scanned", 0)),
+                "error": f"{entry.get('Error', '')}: {entry.get('Cause', '')}",
+            }
+        )
+    return positions
 
 
 @clear_errors
-def redrive(run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.Session | None = None) -> str:
-    """Redrive the failed aws-engine run in ``run_dir``: only its failed segments run again."""
+def redrive(
+    run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.Session | None = None
+) -> dict[str, Any]:
+    """Redrive the failed aws-engine run in ``run_dir``: only its failed segments run again.
+
+    Each failed segment goes on from the cursor it stopped at. When the
+    execution ends, its results are fetched again and ``summary.json`` is
+    rewritten, so 04_results shows the final state; the summary is returned
+    (RunIncompleteError when segments or items still failed).
+    """
     params.check_bool("progress", progress)
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    folder = Path(run_dir)
+    summary = _previous_summary(folder)
     arn = summary.get("execution_arn")
     if not arn:
         raise DdbnbError(f"{run_dir} holds no aws-engine run (summary.json has no execution_arn).")
+    recorded = json.loads((folder / PLAN_FILE).read_text()) if (folder / PLAN_FILE).is_file() else {}
+    outputs = stack_outputs(summary.get("stack_name") or recorded.get("stack_name", ""), boto3_session)
+    started = time.monotonic()
     engine_redrive(arn, boto3_session)
-    wait_run(arn, int(summary["total_segments"]), progress=progress, boto3_session=boto3_session)
-    return str(arn)
+    print(f"redriving {arn}")
+    summary["status"] = "RUNNING"
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    described = wait_run(arn, int(summary["total_segments"]), progress=progress, boto3_session=boto3_session)
+    collected = _collect_aws(outputs, described, summary["execution_name"], folder, boto3_session)
+    totals = summarize(folder, time.monotonic() - started, int(summary["total_segments"]))
+    redrives = [*summary.get("redrives", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    summary.update(totals, **collected, redrives=redrives)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(
+        f"{summary['status']} after redrive: failed {summary['failed']:,} item(s), "
+        f"{summary['failed_segments']} segment(s)"
+    )
+    if summary["status"] != "SUCCEEDED":
+        raise RunIncompleteError(str(folder), summary["failed"], summary["failed_segments"])
+    return summary
 
 
 @clear_errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -53,6 +53,8 @@ class Plan:
     write_units_per_s: float = 0.0
     page_size: int = 0
     stack_name: str = ""
+    prewarm_read_units: int = 0
+    prewarm_write_units: int = 0
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +137,41 @@ def table_rate(facts: TableFacts, kind: str) -> tuple[float, str]:
         return float(warm), "its warm throughput"
     new = NEW_ON_DEMAND_READS if kind == "read" else NEW_ON_DEMAND_WRITES
     return float(new), "what a new on-demand table sustains"
+
+
+def after_prewarm(facts: TableFacts, read_units: int, write_units: int) -> TableFacts:
+    """The table as the run meets it once pre-warm raised it to at least ``read_units`` / ``write_units``."""
+    if facts.billing_mode == "PAY_PER_REQUEST":
+        return replace(
+            facts,
+            warm_read_units=max(facts.warm_read_units, read_units),
+            warm_write_units=max(facts.warm_write_units, write_units),
+        )
+    return replace(
+        facts, read_capacity=max(facts.read_capacity, read_units), write_capacity=max(facts.write_capacity, write_units)
+    )
+
+
+def prewarm_reasons(source: TableFacts, target: TableFacts, read_units: int, write_units: int) -> list[str]:
+    """What pre-warm will do to each table, said before anything runs."""
+    reasons = []
+    for table, kind, units in ((source, "read", read_units), (target, "write", write_units)):
+        if not units:
+            continue
+        if table.billing_mode == "PAY_PER_REQUEST":
+            reasons.append(
+                f"pre-warm: {table.name!r} is on demand, so its warm throughput goes up to at least {units:,} "
+                f"{kind} units/s (and its GSIs' writes with it): this cannot be lowered again, and the raise is "
+                "billed once (see DynamoDB pricing)"
+            )
+        else:
+            now = table.read_capacity if kind == "read" else table.write_capacity
+            reasons.append(
+                f"pre-warm: {table.name!r} provisioned {kind} units go from {now:,} to {max(now, units):,} "
+                + ("(its provisioned GSIs' writes too) " if kind == "write" else "")
+                + "for the run, billed by the hour while raised, and are put back however the run ends"
+            )
+    return reasons
 
 
 def capacity_limits(
@@ -239,6 +276,8 @@ def plan_migration(
     max_read_units: float = 0,
     max_write_units: float = 0,
     stack_name: str = "",
+    prewarm_read_units: int = 0,
+    prewarm_write_units: int = 0,
     boto3_session: boto3.Session | None = None,
 ) -> Plan:
     """Validate the parameters and plan a migration of ``table_name``.
@@ -254,7 +293,12 @@ def plan_migration(
     per second and win when given. The limits hold for the whole run, count the
     units DynamoDB reports, and slow down further on throttling. The aws engine runs on
     the stack ``stack_name`` that 01_deploy created; a missing stack raises
-    StackNotFoundError here, before anything runs. Nothing is written.
+    StackNotFoundError here, before anything runs. ``prewarm_read_units`` /
+    ``prewarm_write_units`` (aws engine) raise the source's reads and the written
+    table's writes (with its provisioned GSIs) to at least that many units for the
+    run: provisioned capacity is put back however the run ends; an on-demand
+    table's warm throughput cannot be lowered again (the plan says so). The
+    budgets count the raised capacity. Nothing is written.
     """
     params.check_table_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)
@@ -266,6 +310,14 @@ def plan_migration(
     share = params.check_share("capacity_share", capacity_share)
     params.check_rate("max_read_units", max_read_units)
     params.check_rate("max_write_units", max_write_units)
+    params.check_int("prewarm_read_units", prewarm_read_units, 0)
+    params.check_int("prewarm_write_units", prewarm_write_units, 0)
+    if (prewarm_read_units or prewarm_write_units) and engine != "aws":
+        raise InvalidParameterError(
+            "prewarm_write_units" if prewarm_write_units else "prewarm_read_units",
+            prewarm_write_units or prewarm_read_units,
+            "0 unless engine='aws' (the local engine paces to the capacity the table has)",
+        )
     if version_attribute and write_mode != "conditional":
         raise InvalidParameterError(
             "version_attribute", version_attribute, "'' unless write_mode='conditional' (batch writes take no guard)"
@@ -296,8 +348,12 @@ def plan_migration(
     if max_concurrency > total_segments:
         reasons.append(f"max_concurrency lowered to {total_segments}: no more at a time than there are segments")
         max_concurrency = total_segments
+    target = destination or facts
+    reasons += prewarm_reasons(facts, target, prewarm_read_units, prewarm_write_units)
+    raised_source = after_prewarm(facts, prewarm_read_units, 0 if destination else prewarm_write_units)
+    raised_target = after_prewarm(target, 0, prewarm_write_units) if destination else raised_source
     read_budget, write_budget, limits_why = capacity_limits(
-        facts, destination or facts, share, float(max_read_units), float(max_write_units)
+        raised_source, raised_target, share, float(max_read_units), float(max_write_units)
     )
     reasons += limits_why
     return Plan(
@@ -315,5 +371,7 @@ def plan_migration(
         write_units_per_s=write_budget,
         page_size=page_size_for(facts, read_budget, write_budget, max_concurrency),
         stack_name=stack_name,
+        prewarm_read_units=prewarm_read_units,
+        prewarm_write_units=prewarm_write_units,
         reasons=reasons,
     )

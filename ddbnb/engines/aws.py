@@ -14,14 +14,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from ddbnb.exceptions import DdbnbError
 from ddbnb.progress import progress_bar
+from ddbnb.worker import prewarm
 from ddbnb.worker.clients import client
 from ddbnb.worker.transforms import lambda_transform_spec
 
 #: Seconds between status polls.
 POLL_S = 5.0
+#: The child workflow's state that carries a segment's cursor to its next invocation.
+NEXT_INVOCATION = "NextInvocation"
+#: What ResultWriter leaves in a run folder (cleared before results are fetched again).
+RESULT_FILES = ("manifest.json", "SUCCEEDED_*.json", "FAILED_*.json", "PENDING_*.json")
 _RUNNING = ("RUNNING", "PENDING_REDRIVE")
 
 
@@ -30,12 +36,22 @@ def execution_input(
     *,
     segments_key: str,
     max_concurrency: int,
-    prewarm: dict[str, int] | None = None,
+    prewarm_targets: list[dict[str, Any]] | None = None,
     tolerated_failure_percentage: float = 0.0,
+    tolerated_failure_count: int = 0,
     table_poll_s: int = 10,
 ) -> dict[str, Any]:
-    """The state machine's input for a run of ``events`` (the first carries the run settings)."""
+    """The state machine's input for a run of ``events`` (the first carries the run settings).
+
+    The Map fails when either failure threshold is passed, so a threshold that
+    was not given (0) while the other was is set to tolerate everything.
+    """
     first = events[0]
+    percentage, count = float(tolerated_failure_percentage), int(tolerated_failure_count)
+    if count and not percentage:
+        percentage = 100.0
+    if percentage and not count:
+        count = len(events)
     return {
         "table": first["table"],
         "destination": first.get("destination"),
@@ -50,10 +66,10 @@ def execution_input(
         "rate_limit": first["rate_limit"],
         "segments_key": segments_key,
         "max_concurrency": max_concurrency,
-        "tolerated_failure_percentage": float(tolerated_failure_percentage),
-        "prewarm": prewarm is not None,
-        "prewarm_read_units": (prewarm or {}).get("read_units", 0),
-        "prewarm_write_units": (prewarm or {}).get("write_units", 0),
+        "tolerated_failure_percentage": percentage,
+        "tolerated_failure_count": count,
+        "prewarm": bool(prewarm_targets),
+        "prewarm_targets": list(prewarm_targets or []),
         "poll_seconds": table_poll_s,
     }
 
@@ -64,16 +80,18 @@ def start_run(
     run_name: str,
     *,
     max_concurrency: int,
-    prewarm: dict[str, int] | None = None,
+    prewarm_targets: list[dict[str, Any]] | None = None,
     tolerated_failure_percentage: float = 0.0,
+    tolerated_failure_count: int = 0,
     table_poll_s: int = 10,
     boto3_session: boto3.Session | None = None,
 ) -> str:
     """Upload the segment list and start the execution named ``run_name``; return its ARN.
 
-    ``prewarm`` ({"read_units", "write_units"}) raises a provisioned table's capacity,
-    or warms an on-demand one, before the Map; the state machine restores provisioned
-    capacity on every exit path and polls the table every ``table_poll_s`` seconds.
+    ``prewarm_targets`` (from :func:`ddbnb.worker.prewarm.targets_for`) are raised
+    before the Map, polling every ``table_poll_s`` seconds until they are active;
+    the state machine restores them when the run succeeds, the stack's rule
+    (and :func:`restore_raised`) when it fails, is stopped or times out.
     """
     bucket = outputs["ResultsBucketName"]
     segments_key = f"runs/{run_name}/segments.json"
@@ -84,8 +102,9 @@ def start_run(
         events,
         segments_key=segments_key,
         max_concurrency=max_concurrency,
-        prewarm=prewarm,
+        prewarm_targets=prewarm_targets,
         tolerated_failure_percentage=tolerated_failure_percentage,
+        tolerated_failure_count=tolerated_failure_count,
         table_poll_s=table_poll_s,
     )
     started = client("stepfunctions", boto3_session).start_execution(
@@ -144,10 +163,53 @@ def wait_run(
                 answer = ""
             if answer == "y":
                 sfn.stop_execution(executionArn=execution_arn, cause="stopped from ddbnb")
-                print("stopped; capacity is restored only by a run that ends normally: check the table.")
+                print(f"stopped {execution_arn}")
+                restore_raised(execution_arn, boto3_session)
             else:
                 print("the execution keeps running; follow it in the Step Functions console.")
             raise
+
+
+def restore_raised(execution_arn: str, boto3_session: boto3.Session | None = None) -> dict[str, Any]:
+    """Put back the capacity a failed, stopped or timed-out execution raised, and say what happened.
+
+    The stack's EventBridge rule has the worker do the same; restoring twice is
+    harmless (a setting no longer at the raised value is left alone).
+    """
+    report = prewarm.restore_after_stop(
+        client("dynamodb", boto3_session), client("stepfunctions", boto3_session), execution_arn
+    )
+    for note in report["notes"]:
+        print(f"capacity: {note}")
+    return report
+
+
+def segment_position(child_execution_arn: str, boto3_session: boto3.Session | None = None) -> dict[str, Any]:
+    """Where a failed child workflow stopped: the cursor and totals its last finished invocation returned.
+
+    Read from the child's history, newest first; a child that failed in its
+    first invocation has no cursor (it starts over).
+    """
+    sfn = client("stepfunctions", boto3_session)
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=child_execution_arn, reverseOrder=True)
+    try:
+        for page in pages:
+            found = last_position(page.get("events", []))
+            if found is not None:
+                return found
+    except ClientError as error:  # the results still count; only the cursor is unknown
+        return {"cursor": None, "totals": {}, "unknown": str(error)}
+    return {"cursor": None, "totals": {}}
+
+
+def last_position(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cursor and totals of the first NextInvocation exit among ``events`` (newest first); None if none."""
+    for event in events:
+        details = event.get("stateExitedEventDetails")
+        if details and details.get("name") == NEXT_INVOCATION:
+            state = json.loads(details.get("output") or "{}")
+            return {"cursor": state.get("cursor"), "totals": state.get("totals") or {}}
+    return None
 
 
 def fetch_results(
@@ -164,6 +226,9 @@ def fetch_results(
     s3 = client("s3", boto3_session)
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for pattern in RESULT_FILES:  # an earlier fetch of this execution, before a redrive
+        for stale in folder.glob(pattern):
+            stale.unlink()
     copied = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=outputs["ResultsBucketName"], Prefix=prefix):
         for item in page.get("Contents", []):

@@ -21,6 +21,25 @@ if TYPE_CHECKING:
 COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "throttled")
 
 
+def result_entries(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The ResultWriter entries of a run folder, one per segment.
+
+    A redriven Map Run reports a segment again: its success wins over an
+    earlier failure, and otherwise its latest entry does.
+    """
+    best: dict[int, dict[str, Any]] = {}
+    for entry in _read_entries(Path(run_dir)):
+        segment = int(json.loads(entry["Input"])["segment"])
+        seen = best.get(segment)
+        if seen is None or _rank(entry) >= _rank(seen):
+            best[segment] = entry
+    return [best[segment] for segment in sorted(best)]
+
+
+def _rank(entry: dict[str, Any]) -> tuple[bool, str]:
+    return entry.get("Status") == "SUCCEEDED", str(entry.get("StopDate") or "")
+
+
 def _read_entries(run_dir: Path) -> list[dict[str, Any]]:
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
@@ -48,7 +67,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
-    for entry in _read_entries(Path(run_dir)):
+    for entry in result_entries(run_dir):
         event = json.loads(entry["Input"])
         row: dict[str, Any] = {"segment": int(event["segment"]), "status": entry["Status"]}
         output = json.loads(entry["Output"]) if entry.get("Output") else {}
@@ -89,7 +108,7 @@ def load_failures(run_dir: str | Path) -> pd.DataFrame:
                         {"segment": record["segment"], "key": json.dumps(record["key"]), "error": record["error"]}
                     )
     else:
-        for entry in _read_entries(folder):
+        for entry in result_entries(folder):
             output = json.loads(entry["Output"]) if entry.get("Output") else {}
             for failure in output.get("failures", []):
                 rows.append(
@@ -106,7 +125,7 @@ def summarize(run_dir: str | Path, elapsed_s: float, expected_segments: int) -> 
     Segments missing from the files (the engine never reported them) count as
     failed, so a run can only be SUCCEEDED when every segment and item was.
     """
-    entries = _read_entries(Path(run_dir))
+    entries = result_entries(run_dir)
     totals: dict[str, Any] = {name: 0 for name in COUNTERS}
     succeeded = 0
     for entry in entries:

@@ -1,4 +1,4 @@
-"""What the Lambda handler calls: the segment worker with a deadline from the Lambda context.
+"""What the Lambda handler calls: one segment's work, or a capacity action of the state machine.
 
 Only the standard library and boto3: this module ships inside the Lambda package.
 """
@@ -9,14 +9,28 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ddbnb.worker import prewarm
+from ddbnb.worker.clients import client
 from ddbnb.worker.segment import process_segment
 
 #: Seconds kept free before the Lambda timeout, so the worker returns its cursor in time.
 SAFETY_S = 30.0
+#: What EventBridge says of an execution that was stopped or timed out (see the template's rule).
+STATUS_CHANGE = "Step Functions Execution Status Change"
 
 
 def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Process one segment until it ends or the invocation nears its timeout."""
+    """Process one segment until it ends or the invocation nears its timeout, or run a capacity action."""
     remaining = context.get_remaining_time_in_millis() / 1000
     deadline = time.time() + remaining - min(SAFETY_S, remaining / 4)
+    if event.get("detail-type") == STATUS_CHANGE:
+        execution = event["detail"]["executionArn"]
+        return prewarm.restore_after_stop(client("dynamodb"), client("stepfunctions"), execution)
+    action = event.get("action")
+    if action == "raise_capacity":
+        return prewarm.raise_capacity(client("dynamodb"), event["targets"])
+    if action == "capacity_ready":
+        return {"ready": prewarm.capacity_ready(client("dynamodb"), event["tables"])}
+    if action == "restore_capacity":
+        return prewarm.restore_capacity(client("dynamodb"), event["restore"], deadline=deadline)
     return process_segment(event, deadline=deadline)

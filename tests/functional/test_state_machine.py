@@ -8,8 +8,9 @@ moto workarounds, all in this file (see shared/DESIGN.md):
 - moto's Lambda runs no code without Docker: its simple backend's `invoke` is patched, in this process,
   to run the real handler (`lambda/handler.py` through ddbnb.worker.lambda_entry) against DynamoDB Local. That
   is why this test starts its own in-process ThreadedMotoServer instead of the sandbox's.
-- moto's interpreter sends the `aws-sdk:dynamodb:*` tasks to moto's own DynamoDB, not to DynamoDB Local:
-  the table is created in both, moto's copy provisioned, so the pre-warm and restore branches run.
+- Pre-warm and restore are worker actions (the Lambda), so they run against DynamoDB Local like the
+  segments; the tests use provisioned tables there.
+- moto has no RedriveExecution: the redrive test answers that one call through a botocore hook.
 - The interpreter calls other services on 127.0.0.1:$MOTO_PORT, so MOTO_PORT is set to this server's port.
 - ResultWriter writes only an empty manifest.json, so results files are tested elsewhere
   (tests/unit/test_results_loader.py, on files shaped as AWS documents them).
@@ -18,6 +19,7 @@ moto workarounds, all in this file (see shared/DESIGN.md):
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +33,8 @@ from ddbnb.control.package import build_lambda_package
 from ddbnb.engines import aws as engine_aws
 from ddbnb.exceptions import StaleStackError
 from ddbnb.worker import lambda_entry
-from tests.conftest import scan_all, simple_item, spec
+from ddbnb.worker.prewarm import targets_for
+from tests.conftest import create_table, put_items, scan_all, simple_item, spec
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "migration.yaml"
 REGION = "us-east-1"
@@ -53,10 +56,16 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
     from moto.server import ThreadedMotoServer
 
     calls: list[dict[str, Any]] = []
-    behaviour: dict[str, Any] = {"millis": 60_000, "fail_segment": None}
+    actions: list[dict[str, Any]] = []
+    behaviour: dict[str, Any] = {"millis": 60_000, "fail_segment": None, "hold": None}
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         event = json.loads(body)
+        if "action" in event:  # pre-warm and restore
+            actions.append(event)
+            return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
+        if behaviour["hold"] is not None:  # a segment that runs until the test lets it go
+            behaviour["hold"].wait(30)
         module, _, function = event["transform"].partition(":")
         if module == "transforms.transforms":  # where the package puts tests/fixtures/transforms.py
             event["transform"] = spec(function)
@@ -82,7 +91,7 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
     def moto_client(service: str) -> Any:
         return session.client(service, endpoint_url=url)
 
-    yield {"url": url, "client": moto_client, "calls": calls, "behaviour": behaviour}
+    yield {"url": url, "client": moto_client, "calls": calls, "actions": actions, "behaviour": behaviour}
     server.stop()
 
 
@@ -106,15 +115,6 @@ def create_stack_resources(moto: dict[str, Any], table: str) -> dict[str, str]:
     for name, value in {"WorkerFunctionArn": function, "ResultsBucket": "results"}.items():
         definition = definition.replace("${" + name + "}", value)
     arn = sfn.create_state_machine(name="migration", definition=definition, roleArn=role, type="STANDARD")
-    moto["client"]("dynamodb").create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
-    )
     return {
         "StateMachineArn": arn["stateMachineArn"],
         "ResultsBucketName": "results",
@@ -124,12 +124,19 @@ def create_stack_resources(moto: dict[str, Any], table: str) -> dict[str, str]:
     }
 
 
+def provisioned_table(dynamodb: Any, items: list[dict[str, Any]]) -> str:
+    """A table with 50 read and 5 write units, holding ``items``."""
+    name = create_table(dynamodb, throughput=5)
+    put_items(dynamodb, name, items)
+    return name
+
+
 def run(
     moto: dict[str, Any], outputs: dict[str, str], events: list[dict[str, Any]], name: str, run_dir: Path
 ) -> dict[str, Any]:
     """Start a pre-warmed run the way the aws engine does, follow it, and fetch its results."""
-    prewarm = {"read_units": 50, "write_units": 60}
-    arn = engine_aws.start_run(events, outputs, name, max_concurrency=2, prewarm=prewarm, table_poll_s=1)
+    targets = targets_for(events[0]["table"], None, read_units=80, write_units=60)
+    arn = engine_aws.start_run(events, outputs, name, max_concurrency=2, prewarm_targets=targets, table_poll_s=1)
     described = engine_aws.wait_run(arn, len(events), poll_s=0.5, progress=False)
     sfn = moto["client"]("stepfunctions")
     history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
@@ -138,9 +145,9 @@ def run(
     return described
 
 
-def capacity(moto: dict[str, Any], table: str) -> tuple[int, int]:
-    """The (read, write) capacity of moto's copy of the table."""
-    throughput = moto["client"]("dynamodb").describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
+def capacity(dynamodb: Any, table: str) -> tuple[int, int]:
+    """The table's provisioned (read, write) units."""
+    throughput = dynamodb.describe_table(TableName=table)["Table"]["ProvisionedThroughput"]
     return throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]
 
 
@@ -159,8 +166,8 @@ def events_for(table: str, total: int, transform: str = "tests.fixtures.transfor
     ]
 
 
-def test_every_item_is_transformed_and_capacity_restored(moto, make_table, dynamodb, tmp_path):
-    table = make_table([simple_item(i, pad=4000) for i in range(1200)])  # about 2.4 MB a segment: 3 pages
+def test_every_item_is_transformed_and_capacity_restored(moto, dynamodb, tmp_path):
+    table = provisioned_table(dynamodb, [simple_item(i, pad=4000) for i in range(1200)])  # 2.4 MB a segment: 3 pages
     outputs = create_stack_resources(moto, table)
     moto["behaviour"]["millis"] = 0  # a tiny deadline: one page per invocation
     described = run(moto, outputs, events_for(table, 2), "run-1", tmp_path)
@@ -169,31 +176,73 @@ def test_every_item_is_transformed_and_capacity_restored(moto, make_table, dynam
     per_segment = [sum(1 for c in moto["calls"] if c["segment"] == s) for s in range(2)]
     assert min(per_segment) >= 3  # the child loops while the result carries a cursor
     assert all(c["totals"]["segment"] == c["segment"] for c in moto["calls"] if c.get("cursor"))
-    assert described["states"][:4] == ["DescribeTable", "PrewarmWanted", "BillingMode", "RaiseProvisioned"]
-    assert described["states"][-2:] == ["RestoreCapacity", "Done"]
-    assert capacity(moto, table) == (5, 5)  # restored
+    assert described["states"][:4] == ["PrewarmWanted", "RaiseCapacity", "WaitForCapacity", "CapacityReady"]
+    assert described["states"][-3:] == ["RestoreWanted", "RestoreCapacity", "Done"]
+    raised = next(a for a in moto["actions"] if a["action"] == "raise_capacity")
+    assert raised["targets"] == [{"table": table, "read_units": 80, "write_units": 60}]
+    assert capacity(dynamodb, table) == (50, 5)  # restored
+    output = json.loads(described["output"])
+    assert output["restored"]["restored"] == [table] and output["restored"]["left"] == []
+    assert output["capacity"]["restore"] == [
+        {"table": table, "indexes": {}, "units": {"saved": [50, 5], "raised": [80, 60]}}
+    ]
     assert described["fetched"] == ["manifest.json"]  # moto's ResultWriter writes nothing else
 
 
-def test_a_failing_worker_still_restores_capacity(moto, make_table, tmp_path):
-    table = make_table([simple_item(i) for i in range(300)])
+def test_a_failing_worker_still_restores_capacity(moto, dynamodb, tmp_path):
+    table = provisioned_table(dynamodb, [simple_item(i) for i in range(300)])
     outputs = create_stack_resources(moto, table)
     moto["behaviour"]["fail_segment"] = 1
     described = run(moto, outputs, events_for(table, 3), "run-2", tmp_path)
-    assert "RaiseProvisioned" in described["states"]
-    # moto does not fail a DISTRIBUTED map for a failed child, so it takes the success path;
-    # AWS (ToleratedFailurePercentage 0) takes the Catch path. Both end by restoring capacity.
-    assert described["states"][-2] in ("RestoreCapacity", "RestoreCapacityAfterFailure")
-    assert capacity(moto, table) == (5, 5)  # restored
+    assert "RaiseCapacity" in described["states"]
+    # moto does not fail a DISTRIBUTED map for a failed child, so it takes the success path; on AWS
+    # (no tolerated failures) the execution fails at the Map, and the stack's rule restores the capacity
+    # (test_a_stopped_run_gets_its_capacity_back covers that path).
+    if described["status"] == "SUCCEEDED":
+        assert described["states"][-2] == "RestoreCapacity"
+    else:
+        engine_aws.restore_raised(described["executionArn"])
+    assert capacity(dynamodb, table) == (50, 5)  # restored
     assert any(c["segment"] == 1 for c in moto["calls"])
 
 
-def test_conditional_mode_and_the_failure_log_reach_the_worker_through_the_state_machine(
-    moto, make_table, dynamodb, tmp_path
-):
+def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rule(moto, dynamodb, tmp_path):
+    import threading
+
+    table = provisioned_table(dynamodb, [simple_item(i) for i in range(50)])
+    outputs = create_stack_resources(moto, table)
+    moto["behaviour"]["hold"] = release = threading.Event()
+    targets = targets_for(table, None, read_units=0, write_units=40)
+    arn = engine_aws.start_run(
+        events_for(table, 1), outputs, "run-stop", max_concurrency=1, prewarm_targets=targets, table_poll_s=1
+    )
+    sfn = moto["client"]("stepfunctions")
+    deadline = time.monotonic() + 30
+    while capacity(dynamodb, table) != (50, 40) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert capacity(dynamodb, table) == (50, 40)  # raised; the segment is held
+    sfn.stop_execution(executionArn=arn, cause="stopped from the test")
+    try:
+        report = engine_aws.restore_raised(arn)  # what ddbnb's Ctrl-C path runs
+    finally:
+        release.set()
+    assert report["restored"] == [table] and capacity(dynamodb, table) == (50, 5)
+    # The stack's EventBridge rule hands the worker the status change as AWS documents it; restoring
+    # again is harmless: nothing is at the raised value any more.
+    event = {
+        "version": "0",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "detail": {"executionArn": arn, "stateMachineArn": outputs["StateMachineArn"], "status": "ABORTED"},
+    }
+    again = lambda_entry.handle(event, Context(60_000))
+    assert again["restored"] == [] and again["left"] == [] and capacity(dynamodb, table) == (50, 5)
+
+
+def test_conditional_mode_and_the_failure_log_reach_the_worker_through_the_state_machine(moto, dynamodb, tmp_path):
     from ddbnb.insight.results import load_failures
 
-    table = make_table([simple_item(i, "raise" if i % 10 == 0 else "change") for i in range(200)])
+    table = provisioned_table(dynamodb, [simple_item(i, "raise" if i % 10 == 0 else "change") for i in range(200)])
     outputs = create_stack_resources(moto, table)
     moto["behaviour"]["millis"] = 0  # one page per invocation: the settings must survive the loop
     events = [
@@ -225,14 +274,14 @@ def test_running_03_again_attaches_to_the_execution_its_run_folder_started(moto,
     outputs = create_stack_resources(moto, table)
     monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
     plan = Plan(describe_table(table), spec("set_flag"), "aws", 1, 1, stack_name="stack")
-    first = migrate_module._run_aws(plan, tmp_path, None, False, None, {})
+    first = migrate_module._run_aws(plan, tmp_path, False, None, {})["execution_arn"]
     sfn = moto["client"]("stepfunctions")
     machine = outputs["StateMachineArn"]
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
     # The kernel died while it waited: summary.json still says RUNNING, with the execution.
     recorded = json.loads((tmp_path / "summary.json").read_text())
     assert recorded["execution_arn"] == first and recorded["status"] == "RUNNING"
-    again = migrate_module._run_aws(plan, tmp_path, None, False, None, recorded)
+    again = migrate_module._run_aws(plan, tmp_path, False, None, recorded)["execution_arn"]
     assert again == first
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # no second execution
 
@@ -255,15 +304,17 @@ def test_a_stack_deployed_with_other_code_or_tables_is_refused_before_any_execut
     changed.write_text(Path(spec("bump").rpartition(":")[0]).read_text() + "\n# edited\n")
     edited = Plan(describe_table(table), f"{changed}:bump", "aws", 1, 1, stack_name="stack")
     with pytest.raises(StaleStackError) as info:
-        migrate_module._run_aws(edited, tmp_path, None, False, None, {})
+        migrate_module._run_aws(edited, tmp_path, False, None, {})
     assert "01_deploy" in str(info.value) and "builds" in info.value.differences[0]
     copying = Plan(describe_table(table), spec("set_flag"), "aws", 1, 1, destination="other", stack_name="s")
     with pytest.raises(StaleStackError, match="it writes in place, the plan into 'other'"):
-        migrate_module._run_aws(copying, tmp_path, None, False, None, {})
+        migrate_module._run_aws(copying, tmp_path, False, None, {})
     assert sfn.list_executions(stateMachineArn=machine)["executions"] == []  # nothing started
-    arn = migrate_module._run_aws(edited, tmp_path, None, False, None, {}, True, tolerated_failure_percentage=5)
+    ran = migrate_module._run_aws(edited, tmp_path, False, None, {}, True, {"percentage": 5, "count": 0})
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # the operator's explicit choice
-    assert json.loads(sfn.describe_execution(executionArn=arn)["input"])["tolerated_failure_percentage"] == 5
+    sent = json.loads(sfn.describe_execution(executionArn=ran["execution_arn"])["input"])
+    # The Map fails past either threshold, so the one not given tolerates every segment.
+    assert (sent["tolerated_failure_percentage"], sent["tolerated_failure_count"]) == (5, 1)
 
 
 def test_execution_names_are_unique_and_fit_step_functions():
@@ -273,3 +324,80 @@ def test_execution_names_are_unique_and_fit_step_functions():
     names = {execution_name(long) for _ in range(50)}
     assert len(names) == 50
     assert all(len(n) <= 80 and all(c.isalnum() or c in "-_" for c in n) for n in names)
+
+
+def result_entry(execution: str, segment: int, status: str, scanned: int = 0) -> dict[str, Any]:
+    """One child's entry in a ResultWriter file, shaped as AWS documents it (Input and Output are strings)."""
+    entry: dict[str, Any] = {
+        "ExecutionArn": f"{execution}/Migrate:child-{segment}-{status}",
+        "Input": json.dumps({"segment": segment}),
+        "InputDetails": {"Included": True},
+        "Name": f"child-{segment}",
+        "RedriveCount": 0,
+        "StartDate": "2026-11-27T10:00:00.000Z",
+        "StopDate": f"2026-11-27T10:0{1 if status == 'FAILED' else 5}:00.000Z",
+        "Status": status,
+    }
+    if status == "FAILED":
+        entry.update(Error="Lambda.Unknown", Cause="The Lambda function timed out")
+    else:
+        entry.update(Output=json.dumps({"segment": segment, "scanned": scanned, "written": scanned}))
+    return entry
+
+
+def test_redrive_fetches_the_results_again_and_rewrites_the_summary(moto, dynamodb, tmp_path, monkeypatch):
+    import importlib
+
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    from ddbnb.insight.results import load_results
+
+    migrate_module = importlib.import_module("ddbnb.migrate")
+    table = provisioned_table(dynamodb, [simple_item(i) for i in range(30)])
+    outputs = create_stack_resources(moto, table)
+    monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
+    arn = engine_aws.start_run(events_for(table, 3), outputs, "run-redrive", max_concurrency=3)
+    engine_aws.wait_run(arn, 3, poll_s=0.5, progress=False)
+    sfn, s3 = moto["client"]("stepfunctions"), moto["client"]("s3")
+    map_run = sfn.list_map_runs(executionArn=arn)["mapRuns"][0]["mapRunArn"]
+    prefix = f"results/{map_run.rsplit(':', 1)[-1]}/"
+
+    def publish(files: dict[str, list[dict[str, Any]]]) -> None:
+        """ResultWriter's files under the Map Run's prefix, with a manifest that lists them."""
+        listed: dict[str, list[dict[str, Any]]] = {"SUCCEEDED": [], "FAILED": [], "PENDING": []}
+        for name, entries in files.items():
+            s3.put_object(Bucket="results", Key=prefix + name, Body=json.dumps(entries).encode())
+            listed[name.split("_")[0]].append({"Key": prefix + name, "Size": 1})
+        manifest = {"DestinationBucket": "results", "MapRunArn": map_run, "ResultFiles": listed}
+        s3.put_object(Bucket="results", Key=prefix + "manifest.json", Body=json.dumps(manifest).encode())
+
+    # The first attempt: segment 2 failed, so 03 left an INCOMPLETE summary and these files.
+    first = {
+        "SUCCEEDED_0.json": [result_entry(arn, 0, "SUCCEEDED", 10), result_entry(arn, 1, "SUCCEEDED", 10)],
+        "FAILED_0.json": [result_entry(arn, 2, "FAILED")],
+    }
+    publish(first)
+    engine_aws.fetch_results(outputs, arn, tmp_path)
+    name = arn.rsplit(":", 1)[-1]
+    (tmp_path / "plan.json").write_text(json.dumps({"stack_name": "stack"}))
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"execution_arn": arn, "execution_name": name, "total_segments": 3, "status": "INCOMPLETE"})
+    )
+    assert list(load_results(tmp_path)["status"]) == ["SUCCEEDED", "SUCCEEDED", "FAILED"]
+    # The redriven Map Run adds the segment's new result next to the old files.
+    publish({**first, "SUCCEEDED_1.json": [result_entry(arn, 2, "SUCCEEDED", 10)]})
+    session = boto3.Session(region_name=REGION)
+    redriven = []
+
+    def redrive_execution(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        redriven.append(json.loads(params["body"])["executionArn"])  # moto has no RedriveExecution
+        return AWSResponse("", 200, {}, None), {"redriveDate": "2026-11-27T11:00:00Z"}
+
+    session.events.register("before-call.sfn.RedriveExecution", redrive_execution)
+    summary = migrate_module.redrive(tmp_path, progress=False, boto3_session=session)
+    assert redriven == [arn]
+    assert summary["status"] == "SUCCEEDED" and summary["failed_segments"] == 0 and summary["scanned"] == 30
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary  # what 04_results reads
+    assert len(summary["redrives"]) == 1 and summary["failed_segments_at"] == []
+    assert list(load_results(tmp_path)["status"]) == ["SUCCEEDED"] * 3  # the later success wins

@@ -55,6 +55,7 @@ CONTRACT = {
         "prewarm_read_units",
         "allow_stale_stack",
         "tolerated_failure_percentage",
+        "tolerated_failure_count",
     },
     "04_results": {"run_dir"},
 }

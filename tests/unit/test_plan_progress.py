@@ -67,3 +67,19 @@ def test_progress_mode_is_lines_without_a_widget_front_end(monkeypatch):
     assert progress_mode() in ("lines", "bar")  # pytest's stderr: captured, so lines
     monkeypatch.setenv("DDBNB_PROGRESS", "off")
     assert progress_mode() == "off"
+
+
+def test_the_plan_counts_the_capacity_pre_warm_raises_and_says_what_it_does():
+    from ddbnb.plan import after_prewarm, capacity_limits, prewarm_reasons
+
+    provisioned = TableFacts("src", 1000, 10**6, "PROVISIONED", 100, 50, ("pk",))
+    on_demand = TableFacts("dst", 0, 0, "PAY_PER_REQUEST", 0, 0, ("pk",), warm_write_units=4000)
+    # In place: the pace follows the raised units, not the ones the table has before the run.
+    read, write, _ = capacity_limits(after_prewarm(provisioned, 0, 400), after_prewarm(provisioned, 0, 400), 0.5, 0, 0)
+    assert (read, write) == (50, 200)
+    assert after_prewarm(provisioned, 30, 20) == provisioned  # never lowered
+    # Copy into an on-demand table: warmed, never lowered, and the plan says so before anything runs.
+    assert after_prewarm(on_demand, 0, 10_000).warm_write_units == 10_000
+    reasons = prewarm_reasons(provisioned, on_demand, 0, 10_000)
+    assert len(reasons) == 1 and "'dst' is on demand" in reasons[0] and "cannot be lowered again" in reasons[0]
+    assert "from 100 to 400" in prewarm_reasons(provisioned, provisioned, 400, 0)[0]

@@ -63,12 +63,46 @@ def test_the_state_machine_fans_out_standard_children_from_s3(template):
     assert migrate["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
     assert migrate["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert "ResultWriter" in migrate and "MaxConcurrencyPath" in migrate
-    assert migrate["Catch"][0]["Next"] == "RestoreAfterFailure"
+    assert {"ToleratedFailurePercentagePath", "ToleratedFailureCountPath"} <= set(migrate)
     child = migrate["ItemProcessor"]["States"]
     assert child["MorePages"]["Choices"][0]["Next"] == "NextInvocation"
     assert child["NextInvocation"]["Next"] == "Process"
-    for name in ("WarmOnDemand", "RaiseProvisioned", "TableStatus"):
-        assert definition["States"][name]["Catch"][0]["Next"] == "RestoreAfterFailure"
+    assert "Catch" not in child["Process"]  # a failed child stops at Process, with its cursor: a redrive resumes it
+
+
+def test_a_failed_map_fails_the_execution_at_the_map_so_a_redrive_runs_the_map_run_again(template):
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine")
+    states = machine["Definition"]["States"]
+    # A redrive restarts from the state that has no Exited event; a Catch would move it past the Map.
+    assert "Catch" not in states["Migrate"]
+    assert not [name for name, state in states.items() if state["Type"] == "Fail"]
+    (role,) = (
+        r for r in resources(template, "AWS::IAM::Role") if "states" in json.dumps(r["AssumeRolePolicyDocument"])
+    )
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    redrive = next(s for s in statements if "states:RedriveExecution" in s["Action"])
+    assert "execution:${AWS::StackName}-migration/*" in json.dumps(redrive["Resource"])  # the Map Run's children
+
+
+def test_capacity_is_raised_and_restored_by_the_worker_on_every_exit(template):
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine")
+    states = machine["Definition"]["States"]
+    for name in ("RaiseCapacity", "CapacityReady", "RestoreCapacity"):
+        assert states[name]["Parameters"]["FunctionName"] == "${WorkerFunctionArn}"
+        assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= set(
+            states[name]["Retry"][0]["ErrorEquals"]
+        )
+    assert states["CapacityActive"]["Default"] == "WaitForCapacity"
+    assert states["Migrate"]["Next"] == "RestoreWanted"
+    # A refused restore never fails a run that succeeded: it is caught, and reported in the output.
+    assert states["RestoreCapacity"]["Catch"][0]["Next"] == "Done"
+    # Failed, stopped and timed-out executions: the stack's rule sends the status change to the worker.
+    (rule,) = resources(template, "AWS::Events::Rule")
+    assert set(rule["EventPattern"]["detail"]["status"]) == {"FAILED", "ABORTED", "TIMED_OUT"}
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["WorkerFunction", "Arn"]}
+    (permission,) = resources(template, "AWS::Lambda::Permission")
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["RestoreOnStop", "Arn"]}
 
 
 def test_the_worker_gets_lambdas_full_timeout_by_default(template):
