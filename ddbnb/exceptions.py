@@ -172,6 +172,23 @@ class CapacityRefusedError(DdbnbError):
         )
 
 
+class PackageImportError(DdbnbError):
+    """The transform does not import from the Lambda package alone."""
+
+    def __init__(self, transform: str, missing: str, error: str = "") -> None:
+        if missing:
+            message = (
+                f"Transform {transform} imports {missing!r}, which the Lambda package does not hold: the package "
+                "has the transform's folder, ddbnb's worker and (from the runtime) boto3. Put the module in the "
+                "transform's folder; for a third-party package, vendor it there (pip install --target <folder> "
+                f"--platform manylinux2014_aarch64 --only-binary=:all: --python-version 3.13 {missing}), "
+                "then deploy again."
+            )
+        else:
+            message = f"Transform {transform} does not import from the Lambda package alone: {error}"
+        super().__init__(message, transform=transform, missing=missing, error=error)
+
+
 class EndpointUnreachableError(DdbnbError):
     """An AWS endpoint does not answer."""
 

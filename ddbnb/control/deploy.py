@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 
-from ddbnb.control.package import build_lambda_package
+from ddbnb.control.package import build_lambda_package, check_package_imports
 from ddbnb.exceptions import DeployError, StackFailedError, StackNotFoundError
 from ddbnb.paths import TEMPLATE
 from ddbnb.progress import progress_bar
@@ -208,6 +208,9 @@ def deploy_stack(
 ) -> dict[str, str]:
     """Package the worker with ``transform``, then create or update ``stack_name``; return its outputs.
 
+    The transform ships with its folder; before anything is uploaded, it is
+    imported from the built package alone in a clean interpreter, so a module
+    it needs but the package lacks raises PackageImportError with its name.
     Updates go through a change set; a change set with no changes is a success.
     On failure, DeployError names the first resource that failed and why.
     ``reserved_concurrency`` reserves that many concurrent workers for the
@@ -230,6 +233,7 @@ def deploy_stack(
     params.check_int("lambda_timeout_s", lambda_timeout_s, 60, 900)
     params.check_int("reserved_concurrency", reserved_concurrency, 0, 10_000)
     package = build_lambda_package(transform)
+    check_package_imports(package, transform)  # a missing module fails here, with its name
     s3, cloudformation = client("s3", boto3_session), client("cloudformation", boto3_session)
     bucket = _artifact_bucket(s3, client("sts", boto3_session), s3.meta.region_name)
     _upload(s3, bucket, package.key, package.data)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import subprocess
+import sys
+import sysconfig
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddbnb.exceptions import TransformLoadError
+from ddbnb.exceptions import PackageImportError, TransformLoadError
 from ddbnb.paths import LAMBDA_SOURCE
-from ddbnb.worker.transforms import lambda_transform_spec, load_transform
+from ddbnb.worker.transforms import code_files, lambda_transform_spec, load_transform
 
 #: The Lambda takes the worker folder whole, plus the one exception hierarchy it raises.
 #: The import contracts (``.importlinter``) keep both to the standard library and boto3.
@@ -51,23 +56,14 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def _transform_files(spec: str) -> tuple[dict[str, bytes], str]:
-    """The files that carry the transform, and the spec that names it inside the package."""
+    """The files that carry the transform (its folder), and the spec that names it inside the package."""
     load_transform(spec)  # fails early, with a clear error, when the spec is wrong
-    target = spec.rpartition(":")[0]
-    if target.endswith(".py"):
-        path = Path(target).expanduser().resolve()
-        return {f"transforms/{path.name}": path.read_bytes()}, lambda_transform_spec(spec)
-    root = LAMBDA_SOURCE
-    relative = Path(*target.split("."))
-    for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
-        if candidate.is_file():
-            files = {str(candidate.relative_to(root)): candidate.read_bytes()}
-            for parent in candidate.relative_to(root).parents:
-                init = root / parent / "__init__.py"
-                if parent != Path(".") and init.is_file():
-                    files[str(init.relative_to(root))] = init.read_bytes()
-            return files, spec
-    raise TransformLoadError(spec, f"the module is not under {root}, so it cannot be packaged; name it by file path")
+    files = code_files(spec)
+    if files is None:
+        raise TransformLoadError(
+            spec, f"the module is not under {LAMBDA_SOURCE}, so it cannot be packaged; name it by file path"
+        )
+    return {name: path.read_bytes() for name, path in files.items()}, lambda_transform_spec(spec)
 
 
 def build_lambda_package(transform: str) -> LambdaPackage:
@@ -85,3 +81,69 @@ def build_lambda_package(transform: str) -> LambdaPackage:
         for name in sorted(files):
             _add(archive, name, files[name])
     return LambdaPackage(buffer.getvalue(), packaged_spec)
+
+
+#: What the Lambda Python runtime holds besides the package: boto3 and what it imports.
+RUNTIME_MODULES = ("boto3", "botocore", "jmespath", "dateutil", "s3transfer", "urllib3", "six")
+_IMPORT_CHECK = """
+import importlib.machinery, json, sys
+task, site, spec, runtime = sys.argv[1], sys.argv[2], sys.argv[3], set(sys.argv[4].split(","))
+
+class Runtime:
+    def find_spec(self, name, path=None, target=None):
+        if path is None and name.partition(".")[0] in runtime:
+            return importlib.machinery.PathFinder.find_spec(name, [site])
+        return None
+
+sys.meta_path.append(Runtime())
+sys.path.insert(0, task)
+try:
+    import handler
+    from ddbnb.worker.transforms import load_transform
+    load_transform(spec)
+except BaseException as error:
+    cause = error if isinstance(error, ModuleNotFoundError) else error.__context__
+    if isinstance(cause, ModuleNotFoundError):
+        print(json.dumps({"missing": cause.name}))
+        sys.exit(3)
+    print(json.dumps({"error": type(error).__name__ + ": " + str(error)}))
+    sys.exit(4)
+"""
+
+
+def check_package_imports(package: LambdaPackage, transform: str) -> None:
+    """Import the handler and the transform from the package alone, as the Lambda runtime will.
+
+    Runs in a clean interpreter (``-I -S``: the standard library only) with the
+    unpacked package first on ``sys.path`` and only boto3 and its dependencies
+    beside it, so a module the transform imports but the package lacks fails
+    here, at deploy, with its name (PackageImportError), not in every invocation.
+    """
+    site = sysconfig.get_paths()["purelib"]
+    with tempfile.TemporaryDirectory(prefix="ddbnb-package-") as folder:
+        zipfile.ZipFile(io.BytesIO(package.data)).extractall(folder)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                _IMPORT_CHECK,
+                folder,
+                site,
+                package.transform,
+                ",".join(RUNTIME_MODULES),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=folder,
+        )
+    if done.returncode == 0:
+        return
+    lines = done.stdout.strip().splitlines()
+    try:
+        found = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        found = {}
+    raise PackageImportError(transform, found.get("missing", ""), found.get("error") or done.stderr.strip()[-500:])

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,9 @@ def _source_file(spec: str, target: str) -> Path | None:
     """The file that holds the transform's module, or None (a built-in or namespace module)."""
     if target.endswith(".py"):
         path = Path(target).expanduser().resolve()
+        task_root = os.environ.get("LAMBDA_TASK_ROOT")
+        if not path.is_file() and task_root and not Path(target).is_absolute():
+            path = Path(task_root, target)  # the packaged spec, relative to the Lambda package
         if not path.is_file():
             raise TransformLoadError(spec, f"file {path} does not exist")
         return path
@@ -53,19 +57,93 @@ def _source_file(spec: str, target: str) -> Path | None:
     return Path(origin) if origin and origin not in ("built-in", "frozen") and Path(origin).is_file() else None
 
 
-def transform_digest(spec: str) -> str:
-    """The SHA-256 of the transform's source file ("" when it has none), read now."""
+def _file_digest(spec: str) -> str:
+    """The SHA-256 of the transform's own source file ("" when it has none), read now."""
     target, _ = _split(spec)
     path = _source_file(spec, target)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else ""
+
+
+def code_files(spec: str) -> dict[str, Path] | None:
+    """The files that ship with the transform, by their name in the Lambda package; None if it cannot ship.
+
+    A ``path/to/file.py`` transform ships with its folder (its sibling modules,
+    and packages vendored there with ``pip install --target``), under
+    ``transforms/``; a ``module:function`` transform under ``lambda/`` ships with
+    its top-level package. Python files and the files of packages are taken;
+    hidden folders, ``__pycache__``, virtualenvs and ``node_modules`` are not.
+    """
+    target, _ = _split(spec)
+    if target.endswith(".py"):
+        path = _source_file(spec, target)
+        assert path is not None
+        return {f"transforms/{name}": file for name, file in _folder_files(spec, path.parent).items()}
+    top = LAMBDA_ROOT / target.split(".")[0]
+    if top.is_dir():
+        return {f"{top.name}/{name}": file for name, file in _folder_files(spec, top).items()}
+    if top.with_suffix(".py").is_file():
+        return {top.with_suffix(".py").name: top.with_suffix(".py")}
+    return None
+
+
+#: A transform's folder ships whole, so it must look like code, not like a home folder.
+MAX_FOLDER_FILES = 5_000
+MAX_FOLDER_BYTES = 200 * 2**20
+_SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages"}
+
+
+def _folder_files(spec: str, folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    size = 0
+    seen = 0
+    for current, dirs, names in os.walk(folder):
+        here = Path(current)
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith(".") and d not in _SKIPPED_DIRS and not (here / d / "pyvenv.cfg").exists()
+        )
+        in_package = (here / "__init__.py").is_file() and here != folder
+        for name in sorted(names):
+            seen += 1
+            if name.startswith(".") or name.endswith(".pyc") or not (name.endswith(".py") or in_package):
+                continue
+            path = here / name
+            files[path.relative_to(folder).as_posix()] = path
+            size += path.stat().st_size
+        if len(files) > MAX_FOLDER_FILES or size > MAX_FOLDER_BYTES or seen > 20 * MAX_FOLDER_FILES:
+            raise TransformLoadError(
+                spec,
+                f"its folder {folder} ships whole with the transform, and it holds more than "
+                f"{MAX_FOLDER_FILES:,} files or {MAX_FOLDER_BYTES // 2**20} MiB; put the transform (and what it "
+                "imports) in a folder of its own",
+            )
+    return files
+
+
+def transform_digest(spec: str) -> str:
+    """The SHA-256 of the code that ships with the transform (its folder), read now.
+
+    A dry run records it and 03 compares it, so an edit to the transform or to
+    a module beside it after the dry run is caught.
+    """
+    files = code_files(spec)
+    if files is None:
+        return _file_digest(spec)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name].read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def load_transform(spec: str) -> Transform:
     """Return the callable that ``spec`` names, or raise TransformLoadError.
 
     Loads are cached by the source file's content: an edited file is loaded again.
+    A file transform's folder goes first on ``sys.path``, as in the Lambda, so
+    it can import the modules beside it.
     """
-    return _load(spec, transform_digest(spec))
+    return _load(spec, _file_digest(spec))
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,8 +159,9 @@ def _load(spec: str, digest: str) -> Transform:
 
 
 def _add_lambda_root() -> None:
+    # First, so that its ``transforms`` package wins over a file transform's folder holding a transforms.py.
     if LAMBDA_ROOT.is_dir() and str(LAMBDA_ROOT) not in sys.path:
-        sys.path.append(str(LAMBDA_ROOT))
+        sys.path.insert(0, str(LAMBDA_ROOT))
 
 
 def _import(spec: str, module_name: str, digest: str) -> Any:
@@ -104,7 +183,10 @@ def _import(spec: str, module_name: str, digest: str) -> Any:
 
 
 def _load_file(spec: str, file_name: str) -> Any:
-    path = Path(file_name).expanduser().resolve()
+    path = _source_file(spec, file_name)
+    assert path is not None
+    if str(path.parent) not in sys.path:  # the modules beside it, as in the Lambda package
+        sys.path.append(str(path.parent))
     name = f"ddbnb_transform_{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None:
@@ -121,8 +203,12 @@ def _load_file(spec: str, file_name: str) -> Any:
 
 
 def lambda_transform_spec(transform: str) -> str:
-    """The name ``transform`` has inside the Lambda package (files move to ``transforms/``)."""
+    """The name ``transform`` has inside the Lambda package: a file moves, with its folder, to ``transforms/``.
+
+    It stays a file path (relative to the package), loaded by path as here, so
+    no module of the folder can shadow, or be shadowed by, a package's name.
+    """
     target, _, function = transform.rpartition(":")
     if target.endswith(".py"):
-        return f"transforms.{Path(target).stem}:{function}"
+        return f"transforms/{Path(target).name}:{function}"
     return transform

@@ -26,7 +26,7 @@ def test_deploy_creates_the_stack_and_a_second_deploy_is_a_no_op(make_table, sta
     outputs = deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", progress=False)
     assert outputs["StateMachineArn"].endswith(f":stateMachine:{stack_name}-migration")
     assert outputs["WorkerFunctionName"] == f"{stack_name}-worker"
-    assert outputs["Transform"] == "transforms.transforms:bump"
+    assert outputs["Transform"] == "transforms/transforms.py:bump"
     function = client("lambda").get_function(FunctionName=outputs["WorkerFunctionName"])["Configuration"]
     assert (function["Timeout"], function["MemorySize"], function["Handler"]) == (900, 1024, "handler.handler")
     machine = client("stepfunctions").describe_state_machine(stateMachineArn=outputs["StateMachineArn"])

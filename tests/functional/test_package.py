@@ -78,3 +78,51 @@ def test_the_unpacked_handler_migrates_a_segment_without_pandas_or_jupyter(make_
     result = json.loads(done.stdout)
     assert (result["scanned"], result["written"], result["cursor"]) == (120, 120, None)
     assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}
+
+
+def test_a_file_transform_ships_with_its_folder_and_imports_the_modules_beside_it(tmp_path):
+    from ddbnb.control.package import check_package_imports
+    from ddbnb.worker.transforms import load_transform, transform_digest
+
+    folder = tmp_path / "mine"
+    (folder / "vendored").mkdir(parents=True)
+    (folder / "vendored" / "__init__.py").write_text("FACTOR = 3\n")
+    (folder / "vendored" / "table.csv").write_text("a,b\n")  # a vendored package's data ships too
+    (folder / "helpers.py").write_text("def triple(n):\n    from vendored import FACTOR\n    return n * FACTOR\n")
+    (folder / "notes.txt").write_text("not code: stays out\n")
+    (folder / ".venv").mkdir()
+    (folder / ".venv" / "junk.py").write_text("")
+    (folder / "move.py").write_text(
+        "import helpers\n\ndef fn(item):\n"
+        "    item['n'] = {'N': str(helpers.triple(int(item['n']['N'])))}\n    return item\n"
+    )
+    spec_ = f"{folder / 'move.py'}:fn"
+    assert load_transform(spec_)({"n": {"N": "2"}})["n"] == {"N": "6"}  # the sibling import works locally
+    package = build_lambda_package(spec_)
+    names = set(zipfile.ZipFile(__import__("io").BytesIO(package.data)).namelist())
+    assert {"transforms/move.py", "transforms/helpers.py", "transforms/vendored/__init__.py"} <= names
+    assert "transforms/vendored/table.csv" in names and "transforms/notes.txt" not in names
+    assert not [n for n in names if ".venv" in n]
+    check_package_imports(package, spec_)  # imports from the package alone
+    before = transform_digest(spec_)
+    (folder / "helpers.py").write_text("def triple(n):\n    return n * 4\n")
+    assert transform_digest(spec_) != before  # a dry run of the old helper no longer matches
+
+
+def test_a_module_the_package_lacks_fails_at_deploy_with_its_name(tmp_path):
+    from ddbnb.control.package import check_package_imports
+    from ddbnb.exceptions import PackageImportError
+
+    folder = tmp_path / "uses_pandas"
+    folder.mkdir()
+    # pandas is installed here, so the transform loads locally; the Lambda runtime has no pandas.
+    (folder / "fn.py").write_text("import pandas\n\ndef fn(item):\n    return item\n")
+    spec_ = f"{folder / 'fn.py'}:fn"
+    package = build_lambda_package(spec_)
+    with pytest.raises(PackageImportError) as info:
+        check_package_imports(package, spec_)
+    assert info.value.missing == "pandas"
+    assert "transform's folder" in str(info.value) and "pip install --target" in str(info.value)
+    (folder / "fn.py").write_text("import no_such_helper\n\ndef fn(item):\n    return item\n")
+    with pytest.raises(TransformLoadError, match="no_such_helper"):  # missing locally too: named before packaging
+        build_lambda_package(spec_)

@@ -67,7 +67,7 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
         if behaviour["hold"] is not None:  # a segment that runs until the test lets it go
             behaviour["hold"].wait(30)
         module, _, function = event["transform"].partition(":")
-        if module == "transforms.transforms":  # where the package puts tests/fixtures/transforms.py
+        if module == "transforms/transforms.py":  # where the package puts tests/fixtures/transforms.py
             event["transform"] = spec(function)
         calls.append(event)
         if event["segment"] == behaviour["fail_segment"]:
