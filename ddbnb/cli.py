@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="what a run folder holds: dry run verdict, run status, files")
     status.add_argument("run_dir", help="a run folder")
+    again = commands.add_parser(
+        "redrive", help="aws engine: run a failed execution's failed segments again from their cursors"
+    )
+    again.add_argument("run_dir", help="the folder of the failed aws run")
     return parser
 
 
@@ -192,6 +196,10 @@ def _run(args: argparse.Namespace) -> None:
         from ddbnb.insight.results import run_status
 
         print(run_status(args.run_dir))
+    elif args.command == "redrive":
+        from ddbnb.migrate import redrive
+
+        redrive(args.run_dir)
     else:
         _sandbox(args)
 

@@ -483,6 +483,19 @@ def redrive(
         raise DdbnbError(f"{run_dir} holds no aws-engine run (summary.json has no execution_arn).")
     recorded = json.loads((folder / PLAN_FILE).read_text()) if (folder / PLAN_FILE).is_file() else {}
     outputs = stack_outputs(summary.get("stack_name") or recorded.get("stack_name", ""), boto3_session)
+    status = describe_status(arn, boto3_session)
+    if status not in ("FAILED", "TIMED_OUT", "ABORTED"):
+        raise DdbnbError(
+            f"Execution {arn} is {status}; only a failed, timed-out or stopped execution can be redriven"
+            + (
+                " (one that succeeded with tolerated failed segments cannot: summary.json lists them, with "
+                "their cursors, under failed_segments_at; ddbnb.retry_failed(run_dir) retries failed items)."
+                if status == "SUCCEEDED"
+                else ". Run 03 again with this run_dir to follow it."
+            ),
+            execution_arn=arn,
+            status=status,
+        )
     started = time.monotonic()
     engine_redrive(arn, boto3_session)
     print(f"redriving {arn}")
@@ -490,7 +503,8 @@ def redrive(
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     described = wait_run(arn, int(summary["total_segments"]), progress=progress, boto3_session=boto3_session)
     collected = _collect_aws(outputs, described, summary["execution_name"], folder, boto3_session)
-    totals = summarize(folder, time.monotonic() - started, int(summary["total_segments"]))
+    elapsed = float(summary.get("elapsed_s", 0)) + time.monotonic() - started  # the first attempt's time too
+    totals = summarize(folder, elapsed, int(summary["total_segments"]))
     redrives = [*summary.get("redrives", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     summary.update(totals, **collected, redrives=redrives)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -274,8 +274,12 @@ def records_from_history(events: Iterable[Mapping[str, Any]]) -> list[dict[str, 
 def restore_after_stop(dynamodb: Any, stepfunctions: Any, execution_arn: str) -> dict[str, Any]:
     """Restore what a stopped or timed-out execution raised, read from its history."""
     records: list[dict[str, Any]] | None = None
-    for page in stepfunctions.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
-        records = records_from_history(page.get("events", []))
-        if records is not None:
-            break
+    try:
+        for page in stepfunctions.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+            records = records_from_history(page.get("events", []))
+            if records is not None:
+                break
+    except (ClientError, BotoCoreError) as error:
+        note = f"could not read {execution_arn}'s history ({error}): check the tables' capacity by hand"
+        return {"execution_arn": execution_arn, "restored": [], "left": [{"reason": str(error)}], "notes": [note]}
     return {"execution_arn": execution_arn, **restore_capacity(dynamodb, records or [])}

@@ -10,7 +10,8 @@ moto workarounds, all in this file (see shared/DESIGN.md):
   is why this test starts its own in-process ThreadedMotoServer instead of the sandbox's.
 - Pre-warm and restore are worker actions (the Lambda), so they run against DynamoDB Local like the
   segments; the tests use provisioned tables there.
-- moto has no RedriveExecution: the redrive test answers that one call through a botocore hook.
+- moto has no RedriveExecution and never fails a Distributed Map for a failed child: the redrive test
+  answers RedriveExecution through a botocore hook, and reports the first attempt as FAILED.
 - The interpreter calls other services on 127.0.0.1:$MOTO_PORT, so MOTO_PORT is set to this server's port.
 - ResultWriter writes only an empty manifest.json, so results files are tested elsewhere
   (tests/unit/test_results_loader.py, on files shaped as AWS documents them).
@@ -31,7 +32,7 @@ from cfnlint.decode import decode
 
 from ddbnb.control.package import build_lambda_package
 from ddbnb.engines import aws as engine_aws
-from ddbnb.exceptions import StaleStackError
+from ddbnb.exceptions import DdbnbError, StaleStackError
 from ddbnb.worker import lambda_entry
 from ddbnb.worker.prewarm import targets_for
 from tests.conftest import create_table, put_items, scan_all, simple_item, spec
@@ -394,7 +395,15 @@ def test_redrive_fetches_the_results_again_and_rewrites_the_summary(moto, dynamo
         redriven.append(json.loads(params["body"])["executionArn"])  # moto has no RedriveExecution
         return AWSResponse("", 200, {}, None), {"redriveDate": "2026-11-27T11:00:00Z"}
 
+    def failed_until_redriven(parsed: dict[str, Any], **_: Any) -> None:
+        if not redriven:  # moto cannot fail a Distributed Map: the first attempt's status is FAILED here
+            parsed["status"] = "FAILED"
+
+    # Succeeded executions cannot be redriven, and ddbnb says so before it asks Step Functions.
+    with pytest.raises(DdbnbError, match=r"SUCCEEDED.*tolerated failed segments"):
+        migrate_module.redrive(tmp_path, progress=False, boto3_session=session)
     session.events.register("before-call.sfn.RedriveExecution", redrive_execution)
+    session.events.register("after-call.sfn.DescribeExecution", failed_until_redriven)
     summary = migrate_module.redrive(tmp_path, progress=False, boto3_session=session)
     assert redriven == [arn]
     assert summary["status"] == "SUCCEEDED" and summary["failed_segments"] == 0 and summary["scanned"] == 30
