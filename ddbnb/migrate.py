@@ -225,12 +225,19 @@ def migrate(
     if extra.get("resumed"):  # items/s of this session's work, not of the whole run over this session's time
         session_scanned = summary["scanned"] - extra["resumed"]["scanned_before"]
         summary["items_per_s"] = round(session_scanned / max(summary["elapsed_s"], 1e-9), 1)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(
+    return _conclude(
+        folder,
+        summary,
         f"{summary['status']}: scanned {summary['scanned']:,}, written {summary['written']:,}, "
         f"unchanged {summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,} "
-        f"in {summary['elapsed_s']:.1f} s ({summary['items_per_s']:,.0f} items/s). Results: {folder}"
+        f"in {summary['elapsed_s']:.1f} s ({summary['items_per_s']:,.0f} items/s). Results: {folder}",
     )
+
+
+def _conclude(folder: Path, summary: dict[str, Any], said: str) -> dict[str, Any]:
+    """Write ``summary`` to ``folder/summary.json``, say ``said``, and raise RunIncompleteError unless it succeeded."""
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(said)
     if summary["status"] != "SUCCEEDED":
         raise RunIncompleteError(str(folder), summary["failed"], summary["failed_segments"])
     return summary
@@ -507,14 +514,12 @@ def redrive(
     totals = summarize(folder, elapsed, int(summary["total_segments"]))
     redrives = [*summary.get("redrives", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     summary.update(totals, **collected, redrives=redrives)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(
+    return _conclude(
+        folder,
+        summary,
         f"{summary['status']} after redrive: failed {summary['failed']:,} item(s), "
-        f"{summary['failed_segments']} segment(s)"
+        f"{summary['failed_segments']} segment(s)",
     )
-    if summary["status"] != "SUCCEEDED":
-        raise RunIncompleteError(str(folder), summary["failed"], summary["failed_segments"])
-    return summary
 
 
 @clear_errors
@@ -557,14 +562,12 @@ def retry_failed(
     write_results(target, [outcome], run_name=target.name, engine="local")
     summary = summarize(target, time.monotonic() - started, 1)
     summary.update(retry_of=str(folder), keys=len(keys), run_dir=str(target))
-    (target / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(
+    return _conclude(
+        target,
+        summary,
         f"{summary['status']}: {len(keys):,} key(s), written {summary['written']:,}, unchanged "
-        f"{summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,}. Results: {target}"
+        f"{summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,}. Results: {target}",
     )
-    if summary["status"] != "SUCCEEDED":
-        raise RunIncompleteError(str(target), summary["failed"], summary["failed_segments"])
-    return summary
 
 
 @clear_errors

@@ -59,32 +59,24 @@ def test_a_table_switched_to_on_demand_during_the_run_has_nothing_to_restore():
     assert request is None and "now on demand" in notes[0]
 
 
+def exited(event_id: int, kind: str, state: str, output: dict[str, object]) -> dict[str, object]:
+    """A state's exit event in GetExecutionHistory, as AWS documents it (the output is a JSON string)."""
+    details = {"name": state, "output": json.dumps(output)}
+    return {"id": event_id, "type": f"{kind}StateExited", "stateExitedEventDetails": details}
+
+
 def test_the_restore_records_and_a_failed_segments_cursor_are_read_from_history():
     raised = {"table": "orders", "indexes": {}, "units": {"saved": [5, 5], "raised": [5, 60]}}
     parent = [
         {"id": 1, "type": "ExecutionStarted", "executionStartedEventDetails": {"input": "{}"}},
-        {
-            "id": 6,
-            "type": "TaskStateExited",
-            "stateExitedEventDetails": {
-                "name": "RaiseCapacity",
-                "output": json.dumps({"table": "orders", "capacity": {"raised": True, "restore": [raised]}}),
-            },
-        },
+        exited(6, "Task", "RaiseCapacity", {"table": "orders", "capacity": {"raised": True, "restore": [raised]}}),
     ]
     assert records_from_history(parent) == [raised]
     assert records_from_history(parent[:1]) is None  # failed before anything was raised
     cursor = {"pk": {"S": "a#17"}, "sk": {"S": "s000017"}}
     child_newest_first = [
         {"id": 40, "type": "TaskFailed", "taskFailedEventDetails": {"error": "Lambda.Unknown"}},
-        {
-            "id": 31,
-            "type": "PassStateExited",
-            "stateExitedEventDetails": {
-                "name": "NextInvocation",
-                "output": json.dumps({"segment": 3, "cursor": cursor, "totals": {"scanned": 1200}}),
-            },
-        },
+        exited(31, "Pass", "NextInvocation", {"segment": 3, "cursor": cursor, "totals": {"scanned": 1200}}),
     ]
     assert last_position(child_newest_first) == {"cursor": cursor, "totals": {"scanned": 1200}}
     assert last_position(child_newest_first[:1]) is None
