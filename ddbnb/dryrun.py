@@ -220,6 +220,9 @@ def dry_run(
     max_write_units: float = 0,
     engine: str = "local",
     stack_name: str = "",
+    rate_limit: float = 0,
+    prewarm_read_units: int = 0,
+    prewarm_write_units: int = 0,
     boto3_session: boto3.Session | None = None,
 ) -> DryRun:
     """Sample ``table_name`` across its key space, apply ``transform`` in memory, and report.
@@ -242,6 +245,9 @@ def dry_run(
         max_read_units=max_read_units,
         max_write_units=max_write_units,
         stack_name=stack_name,
+        rate_limit=rate_limit,
+        prewarm_read_units=prewarm_read_units,
+        prewarm_write_units=prewarm_write_units,
         boto3_session=boto3_session,
     )
     digest = transform_digest(transform)

@@ -17,6 +17,9 @@ CONTRACT = {
         "destination_table_name",
         "lambda_memory_mb",
         "reserved_concurrency",
+        "lambda_timeout_s",
+        "replace_failed",
+        "stack_parameters",
     },
     "02_dry_run": {
         "table_name",
@@ -32,6 +35,9 @@ CONTRACT = {
         "max_write_units",
         "engine",
         "stack_name",
+        "rate_limit",
+        "prewarm_write_units",
+        "prewarm_read_units",
         "fail_on_unsafe",
     },
     "03_migrate": {
@@ -49,6 +55,7 @@ CONTRACT = {
         "capacity_share",
         "max_read_units",
         "max_write_units",
+        "rate_limit",
         "run_dir",
         "stack_name",
         "prewarm_write_units",
@@ -81,7 +88,8 @@ def test_parameters_cell_holds_the_contract_as_plain_literals(path):
     tree = ast.parse(cells[0].source)
     names = set()
     for node in tree.body:
-        assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), ast.dump(node)
+        assert isinstance(node, ast.AnnAssign), ast.dump(node)
+        assert isinstance(node.value, ast.Constant) or ast.literal_eval(node.value) == {}, ast.dump(node)
         names.add(node.target.id)  # type: ignore[attr-defined]
     assert names == CONTRACT.get(path.stem, names)
 
@@ -105,3 +113,52 @@ def test_papermill_reads_every_parameter_with_its_help(path):
     parameters = inspect_notebook(str(path))
     assert set(parameters) == CONTRACT[path.stem]
     assert all(p["help"] for p in parameters.values()), "each parameter line ends with '# help'"
+
+
+#: Parameters of the API that notebooks leave out on purpose, with the reason.
+NOT_IN_NOTEBOOKS = {
+    "boto3_session": "a session is built from the kernel's profile and environment",
+    "progress": "notebooks always show progress",
+    "invocation_seconds": "a test knob: how long a local invocation runs before it checkpoints",
+    "template": "the kit's own CloudFormation template; another one is for Python use",
+}
+
+
+def _calls(notebook: nbformat.NotebookNode) -> list[ast.Call]:
+    """Every ``ddbnb.<function>(...)`` call in the notebook's code cells."""
+    calls = []
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    if isinstance(node.func.value, ast.Name) and node.func.value.id == "ddbnb":
+                        calls.append(node)
+    return calls
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_call_passes_every_parameter_its_function_takes_and_each_notebook_parameter_is_used(path):
+    import inspect
+
+    import ddbnb
+
+    notebook = nbformat.read(path, as_version=4)
+    parameters = set(CONTRACT[path.stem])
+    used: set[str] = set()
+    for call in _calls(notebook):
+        function = getattr(ddbnb, call.func.attr)  # type: ignore[attr-defined]
+        names = list(inspect.signature(function).parameters)
+        passed = dict(zip(names, call.args))
+        passed.update({k.arg: k.value for k in call.keywords if k.arg})
+        missing = set(names) - set(passed) - set(NOT_IN_NOTEBOOKS)
+        assert not missing, f"{path.name}: ddbnb.{call.func.attr} takes {sorted(missing)}: add them as parameters"  # type: ignore[attr-defined]
+        for name, value in passed.items():
+            if isinstance(value, ast.Name) and value.id in parameters:
+                assert value.id == name, f"{path.name}: {value.id} is passed as {name}"
+    for cell in notebook.cells:  # every parameter reaches a call (ddbnb's, or a method of what it returned)
+        if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Call):
+                    arguments = [*node.args, *(k.value for k in node.keywords)]
+                    used |= {a.id for a in arguments if isinstance(a, ast.Name) and a.id in parameters}
+    assert used == parameters, f"{path.name}: parameters no call uses: {sorted(parameters - used)}"
