@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 CHECKOV_VENV := .venv-checkov
 CHECKOV_PKG := checkov==3.3.30
 
-.PHONY: setup demo test lint bench sandbox-up sandbox-down clean
+.PHONY: setup demo lab test lint bench sandbox-up sandbox-down clean
 
 setup: $(VENV)/.installed $(DDB_LOCAL)
 
@@ -30,6 +30,12 @@ $(DDB_LOCAL):
 
 demo: setup
 	$(BIN)/ddbnb demo
+
+# JupyterLab on notebooks/ against the sandbox (started, seeded and stopped for you).
+# LAB_PORT=9000 picks the port; NO_BROWSER=1 only prints the URL (headless machines).
+LAB_PORT ?= 8888
+lab: setup
+	$(BIN)/ddbnb lab --port $(LAB_PORT) $(if $(NO_BROWSER),--no-browser,)
 
 $(CHECKOV_VENV)/.installed:
 	$(PYTHON) -m venv $(CHECKOV_VENV)

@@ -9,7 +9,7 @@ from ddbnb.insight.results import load_failures, load_results
 from ddbnb.migrate import migrate, redrive, resume, retry_failed
 from ddbnb.plan import Plan, plan_migration
 from ddbnb.worker.segment import process_segment
-from ddbnb.worker.tables import describe_table
+from ddbnb.worker.tables import describe_table, list_tables
 
 __all__ = [
     "DryRun",
@@ -18,6 +18,7 @@ __all__ = [
     "deploy_stack",
     "describe_table",
     "dry_run",
+    "list_tables",
     "load_failures",
     "load_results",
     "migrate",

@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     res = commands.add_parser("results", help="run 04_results: per-segment table and charts into the run folder")
     res.add_argument("run_dir", help="the folder 03_migrate wrote")
 
+    lab = commands.add_parser(
+        "lab", help="JupyterLab on the notebooks, its kernels pointed at the sandbox (started and seeded if needed)"
+    )
+    lab.add_argument("--port", type=int, default=8888, help="JupyterLab's port (make lab: LAB_PORT)")
+    lab.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
+    lab.add_argument("--items", type=int, default=20_000, help="demo items to seed when the table is missing")
     status = commands.add_parser("status", help="what a run folder holds: dry run verdict, run status, files")
     status.add_argument("run_dir", help="a run folder")
     again = commands.add_parser(
@@ -196,6 +202,10 @@ def _run(args: argparse.Namespace) -> None:
         from ddbnb.insight.results import run_status
 
         print(run_status(args.run_dir))
+    elif args.command == "lab":
+        from ddbnb.lab import run_lab
+
+        sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items))
     elif args.command == "redrive":
         from ddbnb.migrate import redrive
 

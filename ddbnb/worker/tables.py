@@ -51,6 +51,16 @@ def describe_table(table_name: str, boto3_session: boto3.Session | None = None) 
     return table_facts(dynamodb, table_name)
 
 
+@clear_errors
+def list_tables(boto3_session: boto3.Session | None = None) -> list[str]:
+    """The names of the tables at the endpoint and region in use (under ``make lab``: the sandbox's)."""
+    dynamodb = client("dynamodb", boto3_session, config=QUICK_CONFIG)
+    names: list[str] = []
+    for page in dynamodb.get_paginator("list_tables").paginate():
+        names += page.get("TableNames", [])
+    return names
+
+
 def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
     """Describe ``table_name`` with an existing DynamoDB client."""
     try:

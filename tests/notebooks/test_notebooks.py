@@ -280,3 +280,14 @@ def test_a_live_table_run_in_conditional_mode_through_the_notebooks(make_table, 
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["write_mode"], summary["written"], summary["failed"]) == ("conditional", 120, 0)
+
+
+def test_the_start_page_lists_the_tables_the_kernel_sees(make_table, tmp_path):
+    table = make_table([simple_item(i) for i in range(3)])
+    notebook = run("00_start_here", tmp_path)
+    assert table in text_of(notebook)
+    links = "".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    for name in ("01_deploy", "02_dry_run", "03_migrate", "04_results"):
+        assert (
+            f"]({name}.ipynb)" in links and (Path(ddbnb.__file__).parents[1] / "notebooks" / f"{name}.ipynb").is_file()
+        )
