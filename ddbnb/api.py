@@ -4,8 +4,14 @@ from ddbnb.control.deploy import delete_stack, deploy_stack, stack_outputs
 from ddbnb.dryrun import DryRun, dry_run
 from ddbnb.emulation.demo import seed_demo_table
 from ddbnb.emulation.servers import sandbox
-from ddbnb.insight.charts import plot_durations, plot_throughput, plot_timeline
-from ddbnb.insight.results import load_failures, load_results
+from ddbnb.insight.charts import (
+    plot_durations,
+    plot_run_throughput,
+    plot_throughput,
+    plot_timeline,
+    slowest_segments,
+)
+from ddbnb.insight.results import load_failures, load_results, results_table
 from ddbnb.migrate import migrate, redrive, resume, retry_failed
 from ddbnb.plan import Plan, plan_migration
 from ddbnb.worker.segment import process_segment
@@ -24,13 +30,16 @@ __all__ = [
     "migrate",
     "plan_migration",
     "plot_durations",
+    "plot_run_throughput",
     "plot_throughput",
     "plot_timeline",
     "process_segment",
     "redrive",
+    "results_table",
     "resume",
     "retry_failed",
     "sandbox",
     "seed_demo_table",
+    "slowest_segments",
     "stack_outputs",
 ]

@@ -87,6 +87,26 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     return frame.sort_values("segment").reset_index(drop=True)
 
 
+def results_table(results: pd.DataFrame, rows: int = 200) -> Any:
+    """The per-segment results as a styled table, slowest first (failed segments on top).
+
+    Numbers are formatted, items/s carries a bar and failed rows are red. Runs
+    with more than ``rows`` segments show the slowest ``rows``; the caption says
+    how many are left out (``results.sort_values(...)`` shows any order).
+    """
+    ranked = results.assign(_ok=results["status"] == "SUCCEEDED").sort_values(["_ok", "items_per_s"])
+    shown = ranked.drop(columns="_ok").head(rows)
+    caption = f"{len(shown):,} of {len(results):,} segments, slowest first"
+    counters = [c for c in (*COUNTERS, "read_units", "write_units", "pages", "invocations") if c in shown]
+    return (
+        shown.style.hide(axis="index")
+        .format({**{c: "{:,.0f}" for c in counters}, "items_per_s": "{:,.0f}", "duration_s": "{:,.1f}"}, na_rep="")
+        .bar(subset=["items_per_s"], color="#9ecae1")
+        .apply(lambda row: ["color: #b30000" if row["status"] != "SUCCEEDED" else "" for _ in row], axis=1)
+        .set_caption(caption)
+    )
+
+
 def load_failures(run_dir: str | Path) -> pd.DataFrame:
     """Every failed item of a run: segment, key (JSON) and error, one row per item.
 

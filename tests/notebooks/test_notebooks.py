@@ -74,11 +74,12 @@ def test_dry_run_migrate_and_results_notebooks(make_table, dynamodb, tmp_path):
     assert (summary["scanned"], summary["failed"]) == (400, 2)
 
     results = run("04_results", tmp_path, run_dir=str(tmp_path))
-    for chart in ("throughput.png", "durations.png", "timeline.png"):
+    for chart in ("throughput.png", "durations.png", "timeline.png", "run_throughput.png"):
         assert (tmp_path / chart).stat().st_size > 5_000
     images = [o for c in results.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 3
+    assert len(images) == 4  # inline too
     assert "ValueError" in text_of(results)  # the failed items table
+    assert "slowest first" in text_of(results)  # the styled segments table
 
 
 def test_a_missing_table_fails_with_one_clear_line(sandbox, tmp_path):

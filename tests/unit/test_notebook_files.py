@@ -149,7 +149,7 @@ def test_each_call_passes_every_parameter_its_function_takes_and_each_notebook_p
     for call in _calls(notebook):
         function = getattr(ddbnb, call.func.attr)  # type: ignore[attr-defined]
         names = list(inspect.signature(function).parameters)
-        passed = dict(zip(names, call.args))
+        passed = dict(zip(names, call.args, strict=False))  # positional arguments, in order
         passed.update({k.arg: k.value for k in call.keywords if k.arg})
         missing = set(names) - set(passed) - set(NOT_IN_NOTEBOOKS)
         assert not missing, f"{path.name}: ddbnb.{call.func.attr} takes {sorted(missing)}: add them as parameters"  # type: ignore[attr-defined]
