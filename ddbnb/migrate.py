@@ -329,7 +329,8 @@ def _run_local(
             session_args=session_args(boto3_session),
             progress=progress,
             checkpoint_dir=str(folder),
-            scanned_before=scanned_before,
+            carried=[saved for saved in unfinished.values() if saved["cursor"] is None],
+            total_segments=plan.total_segments,
         )
     except KeyboardInterrupt:
         _mark(folder, "INTERRUPTED", plan)

@@ -17,7 +17,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from ddbnb.exceptions import DdbnbError
-from ddbnb.progress import progress_bar
+from ddbnb.progress import RunView
 from ddbnb.worker import prewarm
 from ddbnb.worker.clients import client
 from ddbnb.worker.transforms import lambda_transform_spec
@@ -140,19 +140,20 @@ def wait_run(
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
 ) -> dict[str, Any]:
-    """Follow the execution with a bar of finished segments; return its final description.
+    """Follow the execution with a live view of its segments (done, running, left, failed, time left);
+    return its final description. Item counts come with the results, when the run ends.
 
     On Ctrl-C, asks whether to stop the execution (it keeps running otherwise).
     """
     sfn = client("stepfunctions", boto3_session)
-    with progress_bar(total_segments, unit="segment", desc="segments", enabled=progress) as bar:
+    with RunView(None, total_segments, enabled=progress) as view:
         try:
             while True:
                 described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
                 counts = _map_counts(sfn, execution_arn)
                 done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
-                bar.update(max(0, done - bar.n))
-                bar.set_postfix(status=described["status"], failed=counts.get("failed", 0))
+                failed = sum(counts.get(k, 0) for k in ("failed", "timedOut", "aborted"))
+                view.segments(done, counts.get("running", 0), failed)
                 if described["status"] not in _RUNNING:
                     return described
                 time.sleep(poll_s)

@@ -12,6 +12,7 @@ import functools
 import multiprocessing
 import queue
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ import boto3
 from ddbnb.engines import checkpoints
 from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
-from ddbnb.progress import progress_bar
+from ddbnb.progress import RunView
 from ddbnb.worker.capacity import fresh_values, limits_for
 from ddbnb.worker.segment import process_segment
 
@@ -71,9 +72,9 @@ def systemic(outcome: ChildOutcome) -> bool:
     )
 
 
-def _report(count: int) -> None:
+def _report(segment: int, totals: dict[str, Any]) -> None:
     if _progress is not None:
-        _progress.put(count)
+        _progress.put((segment, totals))
 
 
 def session_args(boto3_session: boto3.Session | None) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def run_segment(
             result = process_segment(
                 current,
                 deadline=time.time() + invocation_seconds,
-                on_page=_report,
+                on_page=functools.partial(_report, int(event["segment"])),
                 checkpoint=functools.partial(checkpoints.save, checkpoint_dir) if checkpoint_dir else None,
                 limits=limits_for(event, _shared),
                 boto3_session=_session(session_args or {}),
@@ -157,12 +158,15 @@ def run_local(
     session_args: dict[str, Any] | None = None,
     progress: bool = True,
     checkpoint_dir: str | None = None,
-    scanned_before: int = 0,
+    carried: Sequence[dict[str, Any]] = (),
+    total_segments: int = 0,
 ) -> list[ChildOutcome]:
     """Run ``events`` (one per segment) in ``max_concurrency`` processes.
 
-    A progress bar (text lines under papermill) counts items scanned against
-    ``expected_items``, from ``scanned_before`` (a resumed run). With
+    A live view (a widget in JupyterLab, text lines under papermill) shows the
+    counters, the rates now, the segments and the time left against
+    ``expected_items`` and ``total_segments`` (default: the events), counting
+    the ``carried`` totals of segments a resumed run finished before. With
     ``checkpoint_dir`` every segment saves its cursor and totals there after each
     page. On Ctrl-C the pool is stopped and KeyboardInterrupt propagates; the
     checkpoints let the next run go on from there.
@@ -171,8 +175,9 @@ def run_local(
     counts: Any = context.Queue()
     shared = {"read": SharedBucketState(context), "write": SharedBucketState(context)}
     outcomes: list[ChildOutcome] = []
-    bar = progress_bar(expected_items or None, unit="item", desc="scanned", enabled=progress)
-    bar.update(scanned_before)
+    view = RunView(expected_items, total_segments or len(events), enabled=progress)
+    for totals in carried:
+        view.carry(totals)
     pool = ProcessPoolExecutor(
         max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts, shared)
     )
@@ -183,22 +188,23 @@ def run_local(
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            _drain(counts, bar)
+            _drain(counts, view)
             for future in done:
-                outcomes.append(_outcome(future, futures[future]))
+                outcome = _outcome(future, futures[future])
+                outcomes.append(outcome)
+                view.done(int(outcome.event["segment"]), outcome.output, outcome.status == "SUCCEEDED")
             stop = next((o for o in outcomes if systemic(o)), None)
             if stop is not None:
                 outcomes += _stop(pool, pending, futures, stop)
                 pending = set()
-            failed = sum(int((o.output or {}).get("failed", 0)) for o in outcomes)
-            bar.set_postfix(segments=f"{len(outcomes)}/{len(events)}", failed=failed)
-        _drain(counts, bar)
+            view.refresh()
+        _drain(counts, view)
     except KeyboardInterrupt:
         _kill(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        view.close()
     return sorted(outcomes, key=lambda o: int(o.event["segment"]))
 
 
@@ -229,12 +235,10 @@ def _outcome(future: Future[ChildOutcome], event: dict[str, Any]) -> ChildOutcom
         return ChildOutcome(event, "FAILED", _now(), _now(), error="WorkerCrashed", cause=str(exc))
 
 
-def _drain(counts: Any, bar: Any) -> None:
-    total = 0
+def _drain(counts: Any, view: RunView) -> None:
     while True:
         try:
-            total += counts.get_nowait()
+            segment, totals = counts.get_nowait()
         except queue.Empty:
             break
-    if total:
-        bar.update(total)
+        view.page(segment, totals)

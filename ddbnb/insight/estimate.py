@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ddbnb.progress import format_duration
 from ddbnb.worker import items
 
 #: us-east-1 list prices as published in 2025 (on-demand after the November 2024 price cut).
@@ -63,15 +64,6 @@ class Estimate:
             f"{self.state_transitions:,} "
             f"state transitions (${self.aws_engine_cost:,.2f}). Prices: {self.prices}."
         )
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as people say it: seconds under a minute, minutes under two hours, then hours."""
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:,.1f} min"
-    return f"{seconds / 3600:,.1f} h"
 
 
 def estimate(

@@ -193,7 +193,7 @@ def process_segment(
     event: Mapping[str, Any],
     *,
     deadline: float | None = None,
-    on_page: Callable[[int], None] | None = None,
+    on_page: Callable[[dict[str, Any]], None] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     limits: Limits | None = None,
     boto3_session: boto3.Session | None = None,
@@ -204,8 +204,9 @@ def process_segment(
     page, then stops when the next page might not finish in time (twice the slowest
     page so far) and returns its cursor. The next page is read while the current
     one is written; a page read ahead when time runs out is dropped, not skipped:
-    the cursor still points before it. ``on_page`` is called with the number of
-    items scanned in each page, for progress bars. ``checkpoint``, when given, is
+    the cursor still points before it. ``on_page`` is called after each page
+    with the segment's running totals (the result so far, without its failure
+    list), for live progress. ``checkpoint``, when given, is
     called after every finished page with the result so far (its ``cursor`` is
     where to go on), after that page's failures are logged. ``limits`` are the
     read and write buckets (capacity units per second) when the engine shares
@@ -251,7 +252,7 @@ def process_segment(
                 work.failures.flush()
                 checkpoint({**work.result, "cursor": cursor, "finished_at": _now()})
             if on_page is not None:
-                on_page(len(items))
+                on_page({name: value for name, value in work.result.items() if name != "failures"})
             work.writer.deadline = deadline  # one page always finishes; later ones stop writing at the deadline
             slowest = max(slowest, time.monotonic() - started)
             if cursor is None or out_of_time():

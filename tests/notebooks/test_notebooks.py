@@ -254,7 +254,9 @@ def test_progress_is_plain_lines_under_papermill(make_table, tmp_path, monkeypat
     )
     streams = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
     lines = "".join(o["text"] for o in streams).splitlines()
-    assert any(line.startswith("scanned: 300") and "segments 3/3" in line for line in lines), lines
+    final = "scanned 300/300, written 300, unchanged 0, deleted 0, failed 0;"
+    assert any(line.startswith(final) and "segments 3 done (0 failed), 0 running, 0 left" in line for line in lines)
+    assert all(re.search(r"items/s, [\d,]+ write units/s, throttled \d+; segments", line) for line in lines), lines
     widgets = [o for c in notebook.cells for o in c.get("outputs", []) if "widget" in json.dumps(o.get("data", {}))]
     assert widgets == [] and not any("\r" in line for line in lines)
 

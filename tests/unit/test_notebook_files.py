@@ -122,6 +122,8 @@ NOT_IN_NOTEBOOKS = {
     "progress": "notebooks always show progress",
     "invocation_seconds": "a test knob: how long a local invocation runs before it checkpoints",
     "template": "the kit's own CloudFormation template; another one is for Python use",
+    "rows": "how many segments the styled table shows; the whole DataFrame is `results`",
+    "count": "how many of the slowest segments are listed",
 }
 
 

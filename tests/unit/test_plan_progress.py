@@ -6,9 +6,8 @@ import io
 
 import pytest
 
-from ddbnb.insight.estimate import format_duration
 from ddbnb.plan import choose_segments
-from ddbnb.progress import LineProgress, progress_mode
+from ddbnb.progress import LineProgress, format_duration, progress_mode
 from ddbnb.worker.tables import TableFacts
 
 
@@ -83,3 +82,71 @@ def test_the_plan_counts_the_capacity_pre_warm_raises_and_says_what_it_does():
     reasons = prewarm_reasons(provisioned, on_demand, 0, 10_000)
     assert len(reasons) == 1 and "'dst' is on demand" in reasons[0] and "cannot be lowered again" in reasons[0]
     assert "from 100 to 400" in prewarm_reasons(provisioned, provisioned, 400, 0)[0]
+
+
+class Clock:
+    """time.monotonic, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_run_view_sums_segments_and_measures_the_rates_now(monkeypatch, capsys):
+    from ddbnb import progress
+
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    view = progress.RunView(10_000, 4, mode="lines", interval=0)
+    view.carry({"scanned": 1_000, "written": 1_000, "write_units": 1_000})  # a segment finished before (resumed)
+    clock.now += 1
+    view.page(1, {"scanned": 500, "written": 400, "unchanged": 100, "write_units": 400, "throttled": 2})
+    clock.now += 10
+    view.page(1, {"scanned": 2_500, "written": 2_000, "unchanged": 500, "write_units": 2_000, "throttled": 2})
+    view.page(2, {"scanned": 1_000, "written": 1_000, "write_units": 1_000})
+    view.done(1, {"scanned": 2_500, "written": 2_000, "unchanged": 500, "write_units": 2_000, "throttled": 2}, True)
+    state = view.state()
+    assert (state["scanned"], state["written"], state["throttled"]) == (4_500, 4_000, 2)
+    # 3,000 more items and 2,600 more write units in the 10 s since the first page.
+    assert state["items_per_s"] == pytest.approx(300.0, rel=0.01)
+    assert state["write_units_per_s"] == pytest.approx(260.0, rel=0.01)
+    assert (state["segments_done"], state["segments_running"], state["segments_left"]) == (1, 1, 2)
+    assert state["eta_s"] == pytest.approx(5_500 / 300, rel=0.01)
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("scanned 4,500/10,000, written 4,000, unchanged 500, deleted 0, failed 0;")
+    assert "segments 1 done (0 failed), 1 running, 2 left, ETA 18 s" in line
+
+
+def test_the_widget_draws_a_table_and_a_bar_per_running_segment(monkeypatch):
+    from ddbnb import progress
+
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    view = progress.RunView(None, 70, mode="off")
+    for segment in range(60):
+        view.page(segment, {"scanned": 100 * (segment + 1)})
+    clock.now += 2
+    html = view.render_html()
+    assert "<th style='text-align:left'>segments</th><td>0 done (0 failed), 60 running, 10 left" in html
+    assert html.count("<rect") == progress.CHART_SEGMENTS  # the most recent running segments, not all
+    assert "segment 59: 3,000 items/s" in html  # 6,000 items in 2 s
+
+
+def test_the_aws_view_counts_segments_and_estimates_from_them(monkeypatch):
+    from ddbnb import progress
+
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    view = progress.RunView(None, 100, mode="off")
+    clock.now += 60
+    view.segments(done=20, running=10, failed=1)
+    state = view.state()
+    assert (state["segments_done"], state["segments_running"], state["segments_left"], state["segments_failed"]) == (
+        20,
+        10,
+        70,
+        1,
+    )
+    assert state["eta_s"] == pytest.approx(3 * 80)  # a segment finished every 3 s so far, and 80 are left
