@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import random
 import resource
 import sys
@@ -136,16 +137,27 @@ def migration_ceiling(table: str, segments: int, processes: int) -> dict[str, An
 
 
 # -- ddbnb -------------------------------------------------------------------------------------------------
-def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0, mode: str = "batch") -> dict[str, Any]:
-    """The migration through the public API, with the plan ddbnb chooses (unless told)."""
+def ddbnb_migrate(
+    table: str, segments: int = 0, processes: int = 0, mode: str = "batch", view: str = "off"
+) -> dict[str, Any]:
+    """The migration through the public API, with the plan ddbnb chooses (unless told).
+
+    ``view`` is the live view's mode (``widget``, ``lines``), or ``off`` for none.
+    """
     import ddbnb
 
+    if view != "off":
+        os.environ.update(DDBNB_PROGRESS=view, DDBNB_PROGRESS_INTERVAL="1")
     plan = ddbnb.plan_migration(
         table, "bench/transforms.py:set_flag", total_segments=segments, max_concurrency=processes, write_mode=mode
     )
     started = time.perf_counter()
     summary = ddbnb.migrate(
-        plan, execute=True, run_dir=tempfile.mkdtemp(prefix="bench-run-"), progress=False, require_dry_run=False
+        plan,
+        execute=True,
+        run_dir=tempfile.mkdtemp(prefix="bench-run-"),
+        progress=view != "off",
+        require_dry_run=False,
     )
     seconds = time.perf_counter() - started
     assert summary is not None
@@ -161,8 +173,6 @@ def ddbnb_migrate(table: str, segments: int = 0, processes: int = 0, mode: str =
 # -- ddbnb against the capacity emulation --------------------------------------------------------------------
 def capacity(table: str, share: float, write_units: float) -> dict[str, Any]:
     """ddbnb through the capacity emulation at ``write_units`` per second, with ``capacity_share``."""
-    import os
-
     import ddbnb
     from ddbnb.emulation.capacity_proxy import CapacityProxy
 
@@ -171,7 +181,11 @@ def capacity(table: str, share: float, write_units: float) -> dict[str, Any]:
     plan = ddbnb.plan_migration(table, "bench/transforms.py:set_flag", capacity_share=share)
     started = time.perf_counter()
     summary = ddbnb.migrate(
-        plan, execute=True, run_dir=tempfile.mkdtemp(prefix="bench-run-"), progress=False, require_dry_run=False
+        plan,
+        execute=True,
+        run_dir=tempfile.mkdtemp(prefix="bench-run-"),
+        progress=False,
+        require_dry_run=False,
     )
     seconds = time.perf_counter() - started
     assert summary is not None
@@ -256,6 +270,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--mode", default="batch", choices=["batch", "conditional"], help="ddbnb's write mode")
     parser.add_argument("--share", type=float, default=1.0, help="capacity_share, for the capacity case")
     parser.add_argument("--write-units", type=float, default=1_000, help="the emulated capacity")
+    parser.add_argument("--view", default="off", choices=["off", "widget", "lines"], help="ddbnb's live view")
     args = parser.parse_args(argv)
     cpu_before = _cpu()
     if args.case == "write":
@@ -268,6 +283,7 @@ def main(argv: list[str]) -> None:
             args.segments if args.segments != 4 else 0,
             args.processes if args.processes != 2 else 0,
             args.mode,
+            args.view,
         )
     elif args.case == "ceiling":
         result = migration_ceiling(args.table, args.segments, args.processes)

@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--port", type=int, default=8888, help="JupyterLab's port (make lab: LAB_PORT)")
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
     lab.add_argument("--items", type=int, default=20_000, help="demo items to seed when the table is missing")
+    lab.add_argument("--notebooks", default="", help="the folder to serve (default: the kit's notebooks/)")
     status = commands.add_parser("status", help="what a run folder holds: dry run verdict, run status, files")
     status.add_argument("run_dir", help="a run folder")
     again = commands.add_parser(
@@ -205,7 +206,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "lab":
         from ddbnb.lab import run_lab
 
-        sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items))
+        folder = Path(args.notebooks).resolve() if args.notebooks else None
+        sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items, notebooks=folder))
     elif args.command == "redrive":
         from ddbnb.migrate import redrive
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 
 from ddbnb.emulation.demo import DEMO_TABLE
@@ -53,6 +54,19 @@ def _browser_or_skip() -> str:
     pytest.skip(message)
 
 
+def _set_parameters(path: Path, **values: Any) -> None:
+    """Give parameters of the notebook at ``path`` new values, as a user edits its parameters cell."""
+    notebook = nbformat.read(path, as_version=4)
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    for name, value in values.items():
+        lines = [
+            f"{name}: {type(value).__name__} = {value!r}" if line.startswith(f"{name}:") else line for line in lines
+        ]
+    cell.source = "\n".join(lines)
+    nbformat.write(notebook, path)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -74,12 +88,17 @@ def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
         JUPYTERLAB_SETTINGS_DIR=str(settings),
     )
+    # The kit's notebooks, with 03 set to run (a user would edit its parameters cell the same way).
+    folder = tmp_path / "notebooks"
+    shutil.copytree(PROJECT_ROOT / "notebooks", folder)
+    transform = f"{PROJECT_ROOT / 'lambda' / 'transforms' / 'demo.py'}:upgrade_order"
+    _set_parameters(folder / "02_dry_run.ipynb", transform=transform, run_dir=str(tmp_path / "run"))
+    _set_parameters(folder / "03_migrate.ipynb", transform=transform, run_dir=str(tmp_path / "run"), execute=True)
     port = _free_port()
     log = tmp_path / "lab.log"
+    command = [DDBNB, "lab", "--no-browser", "--port", str(port), "--items", "3000", "--notebooks", str(folder)]
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [DDBNB, "lab", "--no-browser", "--port", str(port), "--items", "300"], env=env, stdout=out, stderr=out
-        )
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 120
         while not re.search(r"JupyterLab: (\S+)", log.read_text()) and time.monotonic() < deadline:
@@ -116,7 +135,7 @@ def _run_all(page: Any, base: str, notebook: str, token: str, shot: Path) -> str
         page.wait_for_function(ALL_RAN, timeout=TIMEOUT_MS)  # a cell that fails leaves the next ones unrun
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
     finally:
-        page.evaluate("document.querySelectorAll('.jp-WindowedPanel-outer').forEach(e => e.scrollTop = e.scrollHeight)")
+        page.locator(".jp-Notebook .jp-Cell").last.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
         page.screenshot(path=str(shot))  # the end of the notebook: its last outputs
     return str(page.locator(".jp-NotebookPanel:visible .jp-Notebook").inner_text())
@@ -128,7 +147,8 @@ def test_make_lab_serves_the_notebooks_and_runs_the_dry_run_from_the_ui(lab, tmp
 
     executable = _browser_or_skip()
     token = lab["url"].split("token=")[1]
-    shots = {name: tmp_path / f"{name}_in_lab.png" for name in ("00_start_here", "02_dry_run", "02_dry_run_top")}
+    names = ("00_start_here", "02_dry_run", "02_dry_run_top", "03_migrate")
+    shots = {name: tmp_path / f"{name}_in_lab.png" for name in names}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -144,6 +164,16 @@ def test_make_lab_serves_the_notebooks_and_runs_the_dry_run_from_the_ui(lab, tmp
         page.evaluate("document.querySelectorAll('.jp-WindowedPanel-outer').forEach(e => e.scrollTop = 0)")
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots["02_dry_run_top"]))  # the plan, the estimate and the report
+        # 03 with execute=True: the live view is one widget, redrawn in place, with the run's final numbers.
+        text = _run_all(page, lab["base"], "03_migrate.ipynb", token, shots["03_migrate"])
+        view = page.locator(".jp-OutputArea-output .widget-html-content")
+        assert view.count() == 1, text
+        view.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots["03_migrate"]))
+        shown = view.inner_text()
+        assert "scanned\t3,000 of 3,000 (100%)" in shown and "0 running, 0 left" in shown, shown
+        assert "SUCCEEDED: scanned 3,000" in text
         browser.close()
     # Ctrl-C stops JupyterLab and the sandbox it started.
     lab["process"].send_signal(signal.SIGINT)
