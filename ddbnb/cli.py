@@ -206,8 +206,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "lab":
         from ddbnb.lab import run_lab
 
-        folder = Path(args.notebooks).resolve() if args.notebooks else None
-        sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items, notebooks=folder))
+        served = Path(args.notebooks).resolve() if args.notebooks else None
+        sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items, notebooks=served))
     elif args.command == "redrive":
         from ddbnb.migrate import redrive
 

@@ -15,6 +15,7 @@ from ddbnb.emulation import servers
 from ddbnb.emulation.demo import DEMO_TABLE, seed_demo_table
 from ddbnb.exceptions import DdbnbError, TableExistsError
 from ddbnb.paths import PROJECT_ROOT
+from ddbnb.worker import params
 
 #: The demo table ``make lab`` seeds: big enough for the charts, small enough to be ready in seconds.
 LAB_DEMO_ITEMS = 20_000
@@ -45,7 +46,11 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DdbnbError(f"JupyterLab exited with status {process.returncode} before it served {url}.")
+            port = url.split(":")[2].split("/")[0]
+            raise DdbnbError(
+                f"JupyterLab exited with status {process.returncode} before it served port {port}; its log is "
+                f"above (a port in use? pick another: LAB_PORT=... make lab, or ddbnb lab --port ...)."
+            )
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -64,6 +69,9 @@ def run_lab(
     kernels the standard ``AWS_*`` variables that point at the sandbox: the
     notebooks themselves do not change. Prints the URL with its token.
     """
+    params.check_int("port", port, 1, 65_535)
+    params.check_int("seed_items", seed_items, 0, 10_000_000)
+    params.check_bool("open_browser", open_browser)
     running, started = servers.up()
     try:
         os.environ.update(running.env)  # for the seeding below, and inherited by JupyterLab and its kernels

@@ -180,7 +180,9 @@ class RunView:
             self.carried[name] += float(totals.get(name, 0))
 
     def page(self, segment: int, totals: dict[str, Any]) -> None:
-        """A segment's running totals after a page."""
+        """A segment's running totals after a page (a late report of a segment that ended is ignored)."""
+        if segment in self.finished:
+            return
         self.first_seen.setdefault(segment, time.monotonic())
         self.latest[segment] = totals
         self.refresh()

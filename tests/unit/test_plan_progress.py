@@ -107,6 +107,7 @@ def test_the_run_view_sums_segments_and_measures_the_rates_now(monkeypatch, caps
     view.page(1, {"scanned": 2_500, "written": 2_000, "unchanged": 500, "write_units": 2_000, "throttled": 2})
     view.page(2, {"scanned": 1_000, "written": 1_000, "write_units": 1_000})
     view.done(1, {"scanned": 2_500, "written": 2_000, "unchanged": 500, "write_units": 2_000, "throttled": 2}, True)
+    view.page(1, {"scanned": 2_000, "written": 1_600})  # a page report that reached the queue late
     state = view.state()
     assert (state["scanned"], state["written"], state["throttled"]) == (4_500, 4_000, 2)
     # 3,000 more items and 2,600 more write units in the 10 s since the first page.
