@@ -67,11 +67,14 @@ def run_lab(
     Starts the sandbox unless one is running (and then stops only what it
     started), seeds the demo table unless it exists, and gives JupyterLab's
     kernels the standard ``AWS_*`` variables that point at the sandbox: the
-    notebooks themselves do not change. Prints the URL with its token.
+    notebooks themselves do not change. Prints the URL with its token. Ctrl-C
+    or SIGTERM stops JupyterLab, then the sandbox if this call started it.
     """
     params.check_int("port", port, 1, 65_535)
     params.check_int("seed_items", seed_items, 0, 10_000_000)
     params.check_bool("open_browser", open_browser)
+    # A TERM (a closed terminal, a service manager) cleans up like Ctrl-C: the finally blocks below run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     running, started = servers.up()
     try:
         os.environ.update(running.env)  # for the seeding below, and inherited by JupyterLab and its kernels
