@@ -25,6 +25,7 @@ from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, format_key, item_size, matches
+from ddbnb.worker.tables import point_in_time_recovery
 from ddbnb.worker.transforms import Transform, load_transform, transform_digest
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ FIXES = {
     "near_limit": "the item is within 10% of DynamoDB's 400 KB limit; later growth will fail",
     "not_idempotent": "running the transform on its own result changes it again (a timestamp from now()?): "
     "retries and re-runs will rewrite such items",
+    "pitr_off": "turn it on before the run, so the whole table can be restored to any second before it: "
+    "aws dynamodb update-continuous-backups --table-name {table} "
+    "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true",
 }
 _COLORS = {
     "added": "#e6f4ea",
@@ -178,8 +182,9 @@ class DryRun:
         return folder / "dry_run.json"
 
 
-def _finding(key: dict[str, Any], rule: str, detail: str) -> dict[str, Any]:
-    return {"key": key, "rule": rule, "message": f"{detail}: {FIXES[rule]}" if detail else FIXES[rule]}
+def _finding(key: dict[str, Any], rule: str, detail: str, **fields: str) -> dict[str, Any]:
+    fix = FIXES[rule].format(**fields)
+    return {"key": key, "rule": rule, "message": f"{detail}: {fix}" if detail else fix}
 
 
 def _earlier(
@@ -301,6 +306,10 @@ def dry_run(
                 }
                 for c in diff_items(verdict.before, verdict.after)
             )
+    if not destination_table_name and (counts["changed"] or counts["deleted"]):  # it rewrites this table
+        if point_in_time_recovery(table_name, boto3_session) is False:  # None: the endpoint cannot say
+            detail = f"point-in-time recovery is off on {table_name!r}"
+            findings.append(_finding({}, "pitr_off", detail, table=table_name))
     sampled = max(len(items), 1)
     written = counts["changed"] + counts["deleted"]
     report = DryRun(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from ddbnb.exceptions import TableNotFoundError
 from ddbnb.worker import params
@@ -59,6 +60,22 @@ def list_tables(boto3_session: boto3.Session | None = None) -> list[str]:
     for page in dynamodb.get_paginator("list_tables").paginate():
         names += page.get("TableNames", [])
     return names
+
+
+def point_in_time_recovery(table_name: str, boto3_session: boto3.Session | None = None) -> bool | None:
+    """Whether point-in-time recovery is on for ``table_name``; None when the endpoint cannot say.
+
+    DynamoDB Local has no backups (it answers UnknownOperationException), and a
+    role without ``dynamodb:DescribeContinuousBackups`` gets AccessDenied: both
+    give None, not an error.
+    """
+    dynamodb = client("dynamodb", boto3_session, config=QUICK_CONFIG)
+    try:
+        described = dynamodb.describe_continuous_backups(TableName=table_name)["ContinuousBackupsDescription"]
+    except ClientError:
+        return None
+    status = described.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
+    return None if status is None else status == "ENABLED"
 
 
 def table_facts(dynamodb: Any, table_name: str) -> TableFacts:

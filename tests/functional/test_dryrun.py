@@ -70,3 +70,28 @@ def test_the_sample_is_spread_reproducible_and_cheap(make_table, dynamodb):
     positions = sorted(order[key] for key in keys)
     assert len({p * 10 // 4000 for p in positions}) >= 8  # most tenths of the table
     assert max(b - a for a, b in itertools.pairwise(positions)) < 4000 / 4
+
+
+def test_point_in_time_recovery_off_is_a_finding_with_the_command_that_turns_it_on(make_table, session):
+    from botocore.awsrequest import AWSResponse
+
+    table = make_table([simple_item(i) for i in range(20)])
+    # DynamoDB Local has no backups (UnknownOperationException): the dry run cannot tell, and says nothing.
+    quiet = ddbnb.dry_run(table, spec("set_flag"), 20, boto3_session=session)
+    assert not [f for f in quiet.findings if f["rule"] == "pitr_off"] and quiet.safe
+    status = {"value": "DISABLED"}
+
+    def backups(**_: object) -> tuple[AWSResponse, dict[str, object]]:  # what DynamoDB Local cannot answer
+        description = {"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": status["value"]}}
+        return AWSResponse("", 200, {}, None), {"ContinuousBackupsDescription": description}
+
+    session.events.register("before-call.dynamodb.DescribeContinuousBackups", backups)
+    report = ddbnb.dry_run(table, spec("set_flag"), 20, boto3_session=session)
+    (finding,) = [f for f in report.findings if f["rule"] == "pitr_off"]
+    assert (
+        f"--table-name {table} --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true"
+        in (finding["message"])
+    )
+    assert report.safe  # a warning, not a blocker
+    status["value"] = "ENABLED"
+    assert not [f for f in ddbnb.dry_run(table, spec("set_flag"), 20, boto3_session=session).findings]
