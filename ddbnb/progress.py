@@ -122,7 +122,7 @@ COUNTED = ("scanned", "written", "unchanged", "deleted", "failed", "throttled")
 RATE_WINDOW_S = 10.0
 #: Seconds between two redraws of the widget (lines keep their own interval).
 WIDGET_REFRESH_S = 1.0
-#: Segments drawn in the widget's per-segment chart (the most recent ones).
+#: Segments drawn in the widget's per-segment chart (the highest-numbered running ones).
 CHART_SEGMENTS = 48
 
 
@@ -290,7 +290,7 @@ class RunView:
         return f"<div style='display:flex;gap:24px'><table>{rows}</table>{self._chart_svg()}</div>"
 
     def _chart_svg(self) -> str:
-        """Items/s of the most recent running segments, as bars (local engine only)."""
+        """Items/s of up to CHART_SEGMENTS running segments (the highest-numbered), as bars (local engine only)."""
         now = time.monotonic()
         running = sorted(set(self.latest) - self.finished)[-CHART_SEGMENTS:]
         if not running:
