@@ -64,7 +64,7 @@ def _file_digest(spec: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else ""
 
 
-def code_files(spec: str) -> dict[str, Path] | None:
+def code_files(spec: str, *, strict: bool = True) -> dict[str, Path] | None:
     """The files that ship with the transform, by their name in the Lambda package; None if it cannot ship.
 
     A ``path/to/file.py`` transform ships with its folder (its sibling modules,
@@ -72,15 +72,19 @@ def code_files(spec: str) -> dict[str, Path] | None:
     ``transforms/``; a ``module:function`` transform under ``lambda/`` ships with
     its top-level package. Python files and the files of packages are taken;
     hidden folders, ``__pycache__``, virtualenvs and ``node_modules`` are not.
+    A folder too big to ship raises TransformLoadError, or gives None when not
+    ``strict`` (the local engine needs no package).
     """
     target, _ = _split(spec)
     if target.endswith(".py"):
         path = _source_file(spec, target)
         assert path is not None
-        return {f"transforms/{name}": file for name, file in _folder_files(spec, path.parent).items()}
+        found = _folder_files(spec, path.parent, strict)
+        return None if found is None else {f"transforms/{name}": file for name, file in found.items()}
     top = LAMBDA_ROOT / target.split(".")[0]
     if top.is_dir():
-        return {f"{top.name}/{name}": file for name, file in _folder_files(spec, top).items()}
+        found = _folder_files(spec, top, strict)
+        return None if found is None else {f"{top.name}/{name}": file for name, file in found.items()}
     if top.with_suffix(".py").is_file():
         return {top.with_suffix(".py").name: top.with_suffix(".py")}
     return None
@@ -92,7 +96,7 @@ MAX_FOLDER_BYTES = 200 * 2**20
 _SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages"}
 
 
-def _folder_files(spec: str, folder: Path) -> dict[str, Path]:
+def _folder_files(spec: str, folder: Path, strict: bool) -> dict[str, Path] | None:
     files: dict[str, Path] = {}
     size = 0
     seen = 0
@@ -112,6 +116,8 @@ def _folder_files(spec: str, folder: Path) -> dict[str, Path]:
             files[path.relative_to(folder).as_posix()] = path
             size += path.stat().st_size
         if len(files) > MAX_FOLDER_FILES or size > MAX_FOLDER_BYTES or seen > 20 * MAX_FOLDER_FILES:
+            if not strict:
+                return None
             raise TransformLoadError(
                 spec,
                 f"its folder {folder} ships whole with the transform, and it holds more than "
@@ -125,9 +131,10 @@ def transform_digest(spec: str) -> str:
     """The SHA-256 of the code that ships with the transform (its folder), read now.
 
     A dry run records it and 03 compares it, so an edit to the transform or to
-    a module beside it after the dry run is caught.
+    a module beside it after the dry run is caught. A folder too big to ship
+    (a transform kept in a home folder, run locally) counts the file alone.
     """
-    files = code_files(spec)
+    files = code_files(spec, strict=False)
     if files is None:
         return _file_digest(spec)
     digest = hashlib.sha256()

@@ -126,3 +126,19 @@ def test_a_module_the_package_lacks_fails_at_deploy_with_its_name(tmp_path):
     (folder / "fn.py").write_text("import no_such_helper\n\ndef fn(item):\n    return item\n")
     with pytest.raises(TransformLoadError, match="no_such_helper"):  # missing locally too: named before packaging
         build_lambda_package(spec_)
+
+
+def test_a_transform_in_a_folder_too_big_to_ship_still_runs_locally_and_is_refused_only_for_packaging(
+    tmp_path, monkeypatch
+):
+    from ddbnb.worker import transforms
+
+    monkeypatch.setattr(transforms, "MAX_FOLDER_FILES", 3)  # as if it sat in a home folder
+    for i in range(5):
+        (tmp_path / f"other_{i}.py").write_text("")
+    (tmp_path / "mine.py").write_text("def fn(item):\n    return item\n")
+    spec_ = f"{tmp_path / 'mine.py'}:fn"
+    digest = transforms.transform_digest(spec_)  # the dry run and 03's check: the file alone
+    assert digest == transforms._file_digest(spec_)
+    with pytest.raises(TransformLoadError, match="in a folder of its own"):
+        build_lambda_package(spec_)
