@@ -14,8 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ddbnb.control.deploy import AWS_CONCURRENCY
 from ddbnb.emulation import servers
 from ddbnb.exceptions import DdbnbError
+from ddbnb.lab import LAB_DEMO_ITEMS, LAB_PORT
 
 EPILOG = """The flow: ddbnb sandbox up; eval "$(ddbnb sandbox env)"; ddbnb seed; ddbnb dry-run TABLE TRANSFORM
 --run-dir D; ddbnb migrate TABLE TRANSFORM --run-dir D --execute; ddbnb results D. Errors print one line
@@ -66,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--destination", default="", help="copy into this table instead of rewriting in place")
     deploy.add_argument("--lambda-memory-mb", type=int, default=1024, help="memory of the worker (default 1024)")
     deploy.add_argument(
-        "--reserved-concurrency", type=int, default=500, help="workers reserved for the run, and its ceiling (0: none)"
+        "--reserved-concurrency",
+        type=int,
+        default=AWS_CONCURRENCY,
+        help="workers reserved for the run, and its ceiling (0: none)",
     )
     deploy.add_argument("--run-dir", default="", help="where the executed notebook goes (default runs/deploy-...)")
 
@@ -108,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     lab = commands.add_parser(
         "lab", help="JupyterLab on the notebooks, its kernels pointed at the sandbox (started and seeded if needed)"
     )
-    lab.add_argument("--port", type=int, default=8888, help="JupyterLab's port (make lab: LAB_PORT)")
+    lab.add_argument("--port", type=int, default=LAB_PORT, help="JupyterLab's port (make lab: LAB_PORT)")
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
-    lab.add_argument("--items", type=int, default=20_000, help="demo items to seed when the table is missing")
+    lab.add_argument("--items", type=int, default=LAB_DEMO_ITEMS, help="demo items to seed when the table is missing")
     lab.add_argument("--notebooks", default="", help="the folder to serve (default: the kit's notebooks/)")
     status = commands.add_parser("status", help="what a run folder holds: dry run verdict, run status, files")
     status.add_argument("run_dir", help="a run folder")

@@ -19,6 +19,8 @@ from ddbnb.worker import params
 
 #: The demo table ``make lab`` seeds: big enough for the charts, small enough to be ready in seconds.
 LAB_DEMO_ITEMS = 20_000
+#: JupyterLab's port unless told (``make lab``: LAB_PORT).
+LAB_PORT = 8888
 #: Seconds JupyterLab may take to answer before ``lab`` gives up.
 START_TIMEOUT_S = 120.0
 
@@ -60,7 +62,7 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
 
 
 def run_lab(
-    port: int = 8888, *, open_browser: bool = False, seed_items: int = LAB_DEMO_ITEMS, notebooks: Path | None = None
+    port: int = LAB_PORT, *, open_browser: bool = False, seed_items: int = LAB_DEMO_ITEMS, notebooks: Path | None = None
 ) -> int:
     """Serve ``notebooks/`` in JupyterLab against the sandbox until Ctrl-C; return JupyterLab's exit status.
 

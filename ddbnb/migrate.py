@@ -243,6 +243,12 @@ def _conclude(folder: Path, summary: dict[str, Any], said: str) -> dict[str, Any
     return summary
 
 
+def _recorded_plan(folder: Path) -> dict[str, Any]:
+    """What plan.json in ``folder`` records of its run (empty when there is none)."""
+    path = folder / PLAN_FILE
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
 def _previous_summary(folder: Path) -> dict[str, Any]:
     """What summary.json says of an earlier run in ``folder`` (empty when there was none)."""
     path = folder / "summary.json"
@@ -257,7 +263,7 @@ def _unfinished(plan: Plan, folder: Path, previous: dict[str, Any]) -> dict[int,
     """
     if plan.engine != "local" or previous.get("status") not in ("RUNNING", "INTERRUPTED", "STOPPED"):
         return {}
-    recorded = json.loads((folder / PLAN_FILE).read_text()) if (folder / PLAN_FILE).is_file() else {}
+    recorded = _recorded_plan(folder)
     found = checkpoints.load_all(folder)
     if found and (recorded.get("table"), recorded.get("total_segments")) != (plan.table.name, plan.total_segments):
         raise DdbnbError(
@@ -489,7 +495,7 @@ def redrive(
     arn = summary.get("execution_arn")
     if not arn:
         raise DdbnbError(f"{run_dir} holds no aws-engine run (summary.json has no execution_arn).")
-    recorded = json.loads((folder / PLAN_FILE).read_text()) if (folder / PLAN_FILE).is_file() else {}
+    recorded = _recorded_plan(folder)
     outputs = stack_outputs(summary.get("stack_name") or recorded.get("stack_name", ""), boto3_session)
     status = describe_status(arn, boto3_session)
     if status not in ("FAILED", "TIMED_OUT", "ABORTED"):

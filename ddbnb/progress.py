@@ -33,6 +33,13 @@ def progress_mode() -> str:
     return "lines"
 
 
+def line_interval(interval: float | None = None) -> float:
+    """Seconds between two text lines: ``interval``, else ``DDBNB_PROGRESS_INTERVAL``, else the default."""
+    if interval is not None:
+        return interval
+    return float(os.environ.get("DDBNB_PROGRESS_INTERVAL", DEFAULT_INTERVAL_S))
+
+
 class LineProgress:
     """A tqdm look-alike that prints one plain line at a steady interval, and a last one on close."""
 
@@ -48,7 +55,7 @@ class LineProgress:
         self.unit = unit
         self.desc = desc
         self.n = 0
-        self.interval = interval if interval is not None else float(os.environ.get("DDBNB_PROGRESS_INTERVAL", 10))
+        self.interval = line_interval(interval)
         self.stream = stream
         self.postfix = ""
         self.started = time.monotonic()
@@ -150,7 +157,7 @@ class RunView:
         self.mode = mode or (progress_mode() if enabled else "off")
         self.total_items = total_items or None
         self.total_segments = total_segments
-        self.interval = interval if interval is not None else float(os.environ.get("DDBNB_PROGRESS_INTERVAL", 10))
+        self.interval = line_interval(interval)
         self.started = time.monotonic()
         self.carried: dict[str, float] = {name: 0 for name in (*COUNTED, "write_units")}
         self.latest: dict[int, dict[str, Any]] = {}

@@ -18,11 +18,10 @@ from ddbnb.worker.clients import clear_errors, client
 #: How often the stack is polled while it changes.
 POLL_S = 2.0
 _DONE = ("_COMPLETE", "_FAILED")
-#: Outputs read from the stack's resources when CloudFormation reports none.
 #: Segments that run at once on AWS by default (Lambda allows 1,000 by default), and the workers a
 #: stack reserves by default.
 AWS_CONCURRENCY = 500
-
+#: Outputs read from the stack's resources when CloudFormation reports none.
 _FROM_RESOURCES = {
     "StateMachine": "StateMachineArn",
     "ResultsBucket": "ResultsBucketName",

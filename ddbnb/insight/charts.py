@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddbnb.insight.results import slowest_first
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -40,8 +42,7 @@ def _integer_axis(ax: Axes, axis: str) -> None:
 def slowest_segments(results: pd.DataFrame, count: int = 10) -> pd.DataFrame:
     """The ``count`` segments with the fewest items per second (failed ones first), slowest first."""
     columns = ["segment", "status", "items_per_s", "scanned", "duration_s", "error"]
-    ranked = results.assign(_ok=results["status"] == "SUCCEEDED", _rate=results["items_per_s"].fillna(0))
-    return ranked.sort_values(["_ok", "_rate"]).head(count)[columns].reset_index(drop=True)
+    return slowest_first(results).head(count)[columns].reset_index(drop=True)
 
 
 def _distribution(ax: Axes, values: pd.Series, results: pd.DataFrame, label: str) -> None:

@@ -87,6 +87,12 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     return frame.sort_values("segment").reset_index(drop=True)
 
 
+def slowest_first(results: pd.DataFrame) -> pd.DataFrame:
+    """The segments in the order an operator looks at them: failed first, then by items/s, slowest first."""
+    ranked = results.assign(_ok=results["status"] == "SUCCEEDED", _rate=results["items_per_s"].fillna(0))
+    return ranked.sort_values(["_ok", "_rate"]).drop(columns=["_ok", "_rate"])
+
+
 def results_table(results: pd.DataFrame, rows: int = 200) -> Any:
     """The per-segment results as a styled table, slowest first (failed segments on top).
 
@@ -94,8 +100,7 @@ def results_table(results: pd.DataFrame, rows: int = 200) -> Any:
     with more than ``rows`` segments show the slowest ``rows``; the caption says
     how many are left out (``results.sort_values(...)`` shows any order).
     """
-    ranked = results.assign(_ok=results["status"] == "SUCCEEDED").sort_values(["_ok", "items_per_s"])
-    shown = ranked.drop(columns="_ok").head(rows)
+    shown = slowest_first(results).head(rows)
     caption = f"{len(shown):,} of {len(results):,} segments, slowest first"
     counters = [c for c in (*COUNTERS, "read_units", "write_units", "pages", "invocations") if c in shown]
     return (

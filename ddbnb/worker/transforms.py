@@ -147,7 +147,7 @@ def load_transform(spec: str) -> Transform:
     """Return the callable that ``spec`` names, or raise TransformLoadError.
 
     Loads are cached by the source file's content: an edited file is loaded again.
-    A file transform's folder goes first on ``sys.path``, as in the Lambda, so
+    A file transform's folder is appended to ``sys.path``, as in the Lambda, so
     it can import the modules beside it.
     """
     return _load(spec, _file_digest(spec))
