@@ -11,9 +11,10 @@ from ddbnb.insight.charts import (
     plot_timeline,
     slowest_segments,
 )
-from ddbnb.insight.results import load_failures, load_results, results_table
+from ddbnb.insight.results import load_conflicts, load_failures, load_results, results_table
 from ddbnb.migrate import migrate, redrive, resume, retry_failed
 from ddbnb.plan import Plan, plan_migration
+from ddbnb.rollback import rollback
 from ddbnb.worker.segment import process_segment
 from ddbnb.worker.tables import describe_table, list_tables
 
@@ -25,6 +26,7 @@ __all__ = [
     "describe_table",
     "dry_run",
     "list_tables",
+    "load_conflicts",
     "load_failures",
     "load_results",
     "migrate",
@@ -38,6 +40,7 @@ __all__ = [
     "results_table",
     "resume",
     "retry_failed",
+    "rollback",
     "sandbox",
     "seed_demo_table",
     "slowest_segments",

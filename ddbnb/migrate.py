@@ -40,7 +40,7 @@ from ddbnb.exceptions import (
 from ddbnb.insight.results import load_failures, result_entries, summarize
 from ddbnb.insight.sample import sample_items
 from ddbnb.plan import Plan, plan_migration
-from ddbnb.worker import params
+from ddbnb.worker import journal, params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import FAILED, evaluate
 from ddbnb.worker.items import format_key, key_to_wire
@@ -200,7 +200,14 @@ def migrate(
     if not unfinished:
         shutil.rmtree(folder / FAILURES, ignore_errors=True)  # the log of an earlier, finished run
         checkpoints.clear(folder)
-    _record_plan(plan, folder, require_dry_run=require_dry_run, max_failed_share=max_failed_share)
+    _record_plan(
+        plan,
+        folder,
+        require_dry_run=require_dry_run,
+        max_failed_share=max_failed_share,
+        journal=plan.journal,
+        journal_to=_journal_location(plan, folder),
+    )
     if plan.engine == "aws":
         tolerated = {"percentage": tolerated_failure_percentage, "count": tolerated_failure_count}
         extra.update(allow_stale_stack=allow_stale_stack, tolerated_failures=tolerated)
@@ -222,10 +229,12 @@ def migrate(
         run_dir=str(folder),
         **extra,
     )
+    location = recorded_plan(folder).get("journal_to") or ""
+    summary["journal"] = {"location": location, **journal.totals(location, boto3_session)} if location else None
     if extra.get("resumed"):  # items/s of this session's work, not of the whole run over this session's time
         session_scanned = summary["scanned"] - extra["resumed"]["scanned_before"]
         summary["items_per_s"] = round(session_scanned / max(summary["elapsed_s"], 1e-9), 1)
-    return _conclude(
+    return conclude(
         folder,
         summary,
         f"{summary['status']}: scanned {summary['scanned']:,}, written {summary['written']:,}, "
@@ -234,7 +243,7 @@ def migrate(
     )
 
 
-def _conclude(folder: Path, summary: dict[str, Any], said: str) -> dict[str, Any]:
+def conclude(folder: Path, summary: dict[str, Any], said: str) -> dict[str, Any]:
     """Write ``summary`` to ``folder/summary.json``, say ``said``, and raise RunIncompleteError unless it succeeded."""
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     print(said)
@@ -243,10 +252,25 @@ def _conclude(folder: Path, summary: dict[str, Any], said: str) -> dict[str, Any
     return summary
 
 
-def _recorded_plan(folder: Path) -> dict[str, Any]:
+def recorded_plan(folder: Path) -> dict[str, Any]:
     """What plan.json in ``folder`` records of its run (empty when there is none)."""
     path = folder / PLAN_FILE
     return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def _journal_location(plan: Plan, folder: Path) -> str:
+    """Where the run's journal goes: ``folder/journal`` locally; on aws, the bucket prefix of the
+    execution this folder already started (a new execution records its own once it is named)."""
+    if not plan.journal:
+        return ""
+    if plan.engine == "local":
+        return str(folder / journal.FOLDER)
+    return str(recorded_plan(folder).get("journal_to") or "")
+
+
+def _update_plan(folder: Path, **settings: Any) -> None:
+    """Add ``settings`` to what plan.json in ``folder`` records."""
+    (folder / PLAN_FILE).write_text(json.dumps({**recorded_plan(folder), **settings}, indent=1))
 
 
 def _previous_summary(folder: Path) -> dict[str, Any]:
@@ -263,7 +287,7 @@ def _unfinished(plan: Plan, folder: Path, previous: dict[str, Any]) -> dict[int,
     """
     if plan.engine != "local" or previous.get("status") not in ("RUNNING", "INTERRUPTED", "STOPPED"):
         return {}
-    recorded = _recorded_plan(folder)
+    recorded = recorded_plan(folder)
     found = checkpoints.load_all(folder)
     if found and (recorded.get("table"), recorded.get("total_segments")) != (plan.table.name, plan.total_segments):
         raise DdbnbError(
@@ -313,6 +337,8 @@ def _run_local(
     events = []
     for event in plan.events():
         event["failures_to"] = str(folder / FAILURES)
+        if plan.journal:
+            event["journal"] = {"to": str(folder / journal.FOLDER)}
         saved = unfinished.get(event["segment"])
         if saved is not None and saved["cursor"] is None:
             done.append(ChildOutcome(event, "SUCCEEDED", saved["started_at"], saved["finished_at"], output=saved))
@@ -395,9 +421,13 @@ def _run_aws(
         if differences:
             print(f"allow_stale_stack=True: running the deployed code although {'; '.join(differences)}")
         name = execution_name(folder.name)
-        failures_to = f"s3://{outputs['ResultsBucketName']}/runs/{name}/{FAILURES}"
+        prefix = f"s3://{outputs['ResultsBucketName']}/runs/{name}"
+        settings: dict[str, Any] = {"failures_to": f"{prefix}/{FAILURES}"}
+        if plan.journal:
+            settings["journal"] = {"to": f"{prefix}/{journal.FOLDER}"}
+            _update_plan(folder, journal_to=settings["journal"]["to"])  # before the first write
         arn = start_run(
-            [{**event, "failures_to": failures_to} for event in plan.events()],
+            [{**event, **settings} for event in plan.events()],
             outputs,
             name,
             max_concurrency=plan.max_concurrency,
@@ -495,7 +525,7 @@ def redrive(
     arn = summary.get("execution_arn")
     if not arn:
         raise DdbnbError(f"{run_dir} holds no aws-engine run (summary.json has no execution_arn).")
-    recorded = _recorded_plan(folder)
+    recorded = recorded_plan(folder)
     outputs = stack_outputs(summary.get("stack_name") or recorded.get("stack_name", ""), boto3_session)
     status = describe_status(arn, boto3_session)
     if status not in ("FAILED", "TIMED_OUT", "ABORTED"):
@@ -521,7 +551,7 @@ def redrive(
     totals = summarize(folder, elapsed, int(summary["total_segments"]))
     redrives = [*summary.get("redrives", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     summary.update(totals, **collected, redrives=redrives)
-    return _conclude(
+    return conclude(
         folder,
         summary,
         f"{summary['status']} after redrive: failed {summary['failed']:,} item(s), "
@@ -548,31 +578,40 @@ def retry_failed(
     run = json.loads(summary_path.read_text())
     failures = load_failures(folder)
     facts = describe_table(run["table"], boto3_session)
-    keys = list({row: key_to_wire(json.loads(row), facts.key_schema) for row in failures["key"]}.values())
+    by_segment: dict[int, dict[str, Any]] = {}
+    for segment, row in zip(failures["segment"], failures["key"], strict=True):
+        by_segment.setdefault(int(segment), {})[row] = key_to_wire(json.loads(row), facts.key_schema)
+    keys = sum(len(found) for found in by_segment.values())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = folder / f"retry-{stamp}"
-    event = {
+    journal_to = recorded_plan(folder).get("journal_to") or ""
+    base = {
         "table": run["table"],
         "destination": run.get("destination"),
-        "segment": 0,
-        "total_segments": 1,
+        "total_segments": int(run.get("total_segments") or 1),
         "transform": run["transform"],
         "write_mode": run.get("write_mode", "batch"),
         "version_attribute": run.get("version_attribute", ""),
         "rate_limit": 0,
         "failures_to": str(target / FAILURES),
     }
-    print(f"retrying {len(keys):,} failed item(s) of {folder} ...")
-    started, started_at = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    result = process_keys(event, keys, boto3_session=boto3_session)
-    outcome = ChildOutcome(event, "SUCCEEDED", started_at, result["finished_at"], output=result)
-    write_results(target, [outcome], run_name=target.name, engine="local")
-    summary = summarize(target, time.monotonic() - started, 1)
-    summary.update(retry_of=str(folder), keys=len(keys), run_dir=str(target))
-    return _conclude(
+    if journal_to:  # the run's own journal, in each key's segment: a rollback of the run undoes the retry too
+        base["journal"] = {"to": journal_to}
+    print(f"retrying {keys:,} failed item(s) of {folder} ...")
+    started = time.monotonic()
+    outcomes = []
+    for segment, found in sorted(by_segment.items()):
+        event = {**base, "segment": segment}
+        started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        result = process_keys(event, list(found.values()), boto3_session=boto3_session)
+        outcomes.append(ChildOutcome(event, "SUCCEEDED", started_at, result["finished_at"], output=result))
+    write_results(target, outcomes, run_name=target.name, engine="local")
+    summary = summarize(target, time.monotonic() - started, len(outcomes))
+    summary.update(retry_of=str(folder), keys=keys, run_dir=str(target))
+    return conclude(
         target,
         summary,
-        f"{summary['status']}: {len(keys):,} key(s), written {summary['written']:,}, unchanged "
+        f"{summary['status']}: {keys:,} key(s), written {summary['written']:,}, unchanged "
         f"{summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,}. Results: {target}",
     )
 
@@ -602,6 +641,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, boto3_session: boto3.S
         version_attribute=recorded.get("version_attribute", ""),
         rate_limit=recorded.get("rate_limit", 0),
         stack_name=recorded.get("stack_name", ""),
+        journal=recorded.get("journal", True),
         boto3_session=boto3_session,
     )
     summary = migrate(

@@ -55,6 +55,7 @@ class Plan:
     stack_name: str = ""
     prewarm_read_units: int = 0
     prewarm_write_units: int = 0
+    journal: bool = True
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +116,19 @@ class Plan:
             lines.append(f"  destination {self.destination!r}: key {keys}")
         lines += [f"  - {reason}" for reason in self.reasons]
         lines.append(f"  - {self.mode_note}")
+        lines.append(f"  - {self.journal_note}")
         return "\n".join(lines)
+
+    @property
+    def journal_note(self) -> str:
+        """One line on the journal: what it keeps, and what it makes possible."""
+        if not self.journal:
+            return "journal off: nothing records what the run changes, so ddbnb.rollback cannot undo it"
+        kept = "each written key and a digest" if self.destination else "each changed item's before-image"
+        return (
+            f"journal on: {kept} is saved before its page is written (run_dir/journal, or the results bucket "
+            "on aws); ddbnb.rollback(run_dir) undoes exactly this run's writes"
+        )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
@@ -278,6 +291,7 @@ def plan_migration(
     stack_name: str = "",
     prewarm_read_units: int = 0,
     prewarm_write_units: int = 0,
+    journal: bool = True,
     boto3_session: boto3.Session | None = None,
 ) -> Plan:
     """Validate the parameters and plan a migration of ``table_name``.
@@ -298,7 +312,9 @@ def plan_migration(
     table's writes (with its provisioned GSIs) to at least that many units for the
     run: provisioned capacity is put back however the run ends; an on-demand
     table's warm throughput cannot be lowered again (the plan says so). The
-    budgets count the raised capacity. Nothing is written.
+    budgets count the raised capacity. ``journal`` (on by default) saves each
+    item's before-image before its page is written, so ``ddbnb.rollback`` can
+    undo the run; ``False`` saves the time and storage it costs. Nothing is written.
     """
     params.check_table_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)
@@ -312,6 +328,7 @@ def plan_migration(
     params.check_rate("max_write_units", max_write_units)
     params.check_int("prewarm_read_units", prewarm_read_units, 0)
     params.check_int("prewarm_write_units", prewarm_write_units, 0)
+    params.check_bool("journal", journal)
     if (prewarm_read_units or prewarm_write_units) and engine != "aws":
         raise InvalidParameterError(
             "prewarm_write_units" if prewarm_write_units else "prewarm_read_units",
@@ -373,5 +390,6 @@ def plan_migration(
         stack_name=stack_name,
         prewarm_read_units=prewarm_read_units,
         prewarm_write_units=prewarm_write_units,
+        journal=journal,
         reasons=reasons,
     )

@@ -60,6 +60,8 @@ def execution_input(
         "write_mode": first["write_mode"],
         "version_attribute": first.get("version_attribute") or "",
         "failures_to": first.get("failures_to") or "",
+        "operation": first.get("operation") or "migrate",
+        "journal": dict(first.get("journal") or {}),
         "read_units_per_s": float(first.get("read_units_per_s") or 0),
         "write_units_per_s": float(first.get("write_units_per_s") or 0),
         "page_size": int(first.get("page_size") or 0),
@@ -245,14 +247,18 @@ def fetch_results(
 
 
 def fetch_failures(
-    outputs: dict[str, str], run_name: str, folder: str | Path, boto3_session: boto3.Session | None = None
+    outputs: dict[str, str],
+    run_name: str,
+    folder: str | Path,
+    boto3_session: boto3.Session | None = None,
+    log: str = "failures",
 ) -> list[Path]:
-    """Gather the workers' failure logs (``runs/<run>/failures/segment-<n>/*.jsonl``) into ``folder``.
+    """Gather the workers' logs (``runs/<run>/<log>/segment-<n>/*.jsonl``: failures, or conflicts) into ``folder``.
 
     Each segment's objects become one ``segment-<n>.jsonl``, as the local engine writes it.
     """
     s3 = client("s3", boto3_session)
-    bucket, prefix = outputs["ResultsBucketName"], f"runs/{run_name}/failures/"
+    bucket, prefix = outputs["ResultsBucketName"], f"runs/{run_name}/{log}/"
     by_segment: dict[str, list[bytes]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):

@@ -1,7 +1,7 @@
 """The local engine: every segment in a process pool, with the state machine's cursor loop.
 
-Each segment runs :func:`ddbnb.worker.segment.process_segment` repeatedly, passing the
-previous result back as ``totals`` while it returns a cursor, exactly as the
+Each segment runs :func:`ddbnb.worker.lambda_entry.run_event` (a migration's or a
+rollback's segment) repeatedly, passing the previous result back as ``totals`` while it returns a cursor, exactly as the
 Step Functions child workflow loops on its Lambda. The outcomes are shaped like
 Distributed Map child executions so :mod:`ddbnb.insight.results` writes the same files.
 """
@@ -25,7 +25,7 @@ from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import RunView
 from ddbnb.worker.capacity import fresh_values, limits_for
-from ddbnb.worker.segment import process_segment
+from ddbnb.worker.lambda_entry import run_event
 
 #: The Lambda limit; the local engine hands each invocation the same budget.
 INVOCATION_SECONDS = 900.0
@@ -134,7 +134,7 @@ def run_segment(
     try:
         current = dict(event)
         while True:
-            result = process_segment(
+            result = run_event(
                 current,
                 deadline=time.time() + invocation_seconds,
                 on_page=functools.partial(_report, int(event["segment"])),

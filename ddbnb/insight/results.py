@@ -119,43 +119,57 @@ def load_failures(run_dir: str | Path) -> pd.DataFrame:
     holds every failure), or, for runs without one, from the lists in the
     results (at most 100 per segment).
     """
+    return _load_log(run_dir, "failures", "failures", "error")
+
+
+def load_conflicts(run_dir: str | Path) -> pd.DataFrame:
+    """Every item a rollback left alone because someone changed it: segment, key (JSON) and what changed.
+
+    ``run_dir`` is the rollback's folder (``ddbnb.rollback`` prints it).
+    """
+    return _load_log(run_dir, "conflicts", "conflicted", "conflict")
+
+
+def _load_log(run_dir: str | Path, log: str, listed: str, column: str) -> pd.DataFrame:
+    """A per-item log of a run folder (``<log>/segment-<n>.jsonl``), else the bounded lists in its results."""
     import pandas as pd
 
     folder = Path(run_dir)
-    logs = sorted((folder / "failures").glob("segment-*.jsonl"))
+    logs = sorted((folder / log).glob("segment-*.jsonl"))
     rows: list[dict[str, Any]] = []
     if logs:
-        for log in logs:
-            for line in log.read_text().splitlines():
+        for path in logs:
+            for line in path.read_text().splitlines():
                 if line.strip():
                     record = json.loads(line)
-                    rows.append(
-                        {"segment": record["segment"], "key": json.dumps(record["key"]), "error": record["error"]}
-                    )
+                    key = json.dumps(record["key"])
+                    rows.append({"segment": record["segment"], "key": key, column: record["error"]})
     else:
         for entry in result_entries(folder):
             output = json.loads(entry["Output"]) if entry.get("Output") else {}
-            for failure in output.get("failures", []):
-                rows.append(
-                    {"segment": output["segment"], "key": json.dumps(failure["key"]), "error": failure["error"]}
-                )
-    frame = pd.DataFrame(rows, columns=["segment", "key", "error"])
+            for failure in output.get(listed, []):
+                key = json.dumps(failure["key"])
+                rows.append({"segment": output["segment"], "key": key, column: failure["error"]})
+    frame = pd.DataFrame(rows, columns=["segment", "key", column])
     # A call that died is run again from its cursor, so an item can be logged twice.
     return frame.drop_duplicates(subset=["segment", "key"], keep="last").reset_index(drop=True)
 
 
-def summarize(run_dir: str | Path, elapsed_s: float, expected_segments: int) -> dict[str, Any]:
-    """Total the counters in a run folder's result files (either engine).
+def summarize(
+    run_dir: str | Path, elapsed_s: float, expected_segments: int, counters: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Total the counters (and ``counters``) in a run folder's result files (either engine).
 
     Segments missing from the files (the engine never reported them) count as
     failed, so a run can only be SUCCEEDED when every segment and item was.
     """
     entries = result_entries(run_dir)
-    totals: dict[str, Any] = {name: 0 for name in COUNTERS}
+    names = (*COUNTERS, *counters)
+    totals: dict[str, Any] = {name: 0 for name in names}
     succeeded = 0
     for entry in entries:
         output = json.loads(entry["Output"]) if entry.get("Output") else {}
-        for name in COUNTERS:
+        for name in names:
             totals[name] += int(output.get(name, 0))
         succeeded += entry["Status"] == "SUCCEEDED"
     totals["segments"] = expected_segments

@@ -81,7 +81,8 @@ def _guards(
     return [_guard(name, raw.get(name), params) for name in names]
 
 
-def _next_version(raw: Mapping[str, Any], version_attribute: str) -> dict[str, str]:
+def next_version(raw: Mapping[str, Any], version_attribute: str) -> dict[str, str]:
+    """The value a guarded update gives ``version_attribute``: one more than in ``raw`` (1 when missing)."""
     current = raw.get(version_attribute)
     if current is None:
         return {"N": "1"}
@@ -111,7 +112,7 @@ def update_statement(
         params.append(new[name])
         sets.append(f"SET {_name(name)} = ?")
     if version_attribute:
-        params.append(_next_version(raw, version_attribute))
+        params.append(next_version(raw, version_attribute))
         sets.append(f"SET {_name(version_attribute)} = ?")
     parts = [f"UPDATE {_name(table)}", *sets, *(f"REMOVE {_name(name)}" for name in removed)]
     where = _where(key_names, raw, params)

@@ -44,12 +44,22 @@ def log_name(segment: int) -> str:
 class FailureLog:
     """Failures of one invocation: listed (bounded) in the result, logged (all) at the end."""
 
-    def __init__(self, result: dict[str, Any], target: str | None, boto3_session: boto3.Session | None = None) -> None:
+    def __init__(
+        self,
+        result: dict[str, Any],
+        target: str | None,
+        boto3_session: boto3.Session | None = None,
+        *,
+        counter: str = "failed",
+        listed: str = "failures",
+    ) -> None:
         self.result = result
         self.target = target or ""
         self.session = boto3_session
+        self.counter, self.listed = counter, listed  # the result's count and bounded list
         self.lines: list[str] = []
-        self._listed_bytes = sum(len(json.dumps(f, default=str)) for f in result["failures"])
+        result.setdefault(listed, [])
+        self._listed_bytes = sum(len(json.dumps(f, default=str)) for f in result[listed])
 
     def entry(self, key: Mapping[str, Any], error: str) -> dict[str, Any]:
         """The JSON-safe record of one failure."""
@@ -57,8 +67,8 @@ class FailureLog:
 
     def add(self, entries: list[dict[str, Any]]) -> None:
         """Count, list (while there is room) and log ``entries``."""
-        self.result["failed"] += len(entries)
-        failures = self.result["failures"]
+        self.result[self.counter] += len(entries)
+        failures = self.result[self.listed]
         for entry in entries:
             self.lines.append(json.dumps({"segment": self.result["segment"], **entry}, default=str))
             size = len(json.dumps(entry, default=str))

@@ -1,4 +1,4 @@
-"""What the Lambda handler calls: one segment's work, or a capacity action of the state machine.
+"""What the Lambda handler calls: one segment's work (migration or rollback), or a capacity action.
 
 Only the standard library and boto3: this module ships inside the Lambda package.
 """
@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ddbnb.worker import prewarm
+from ddbnb.worker import prewarm, rollback
 from ddbnb.worker.clients import client
 from ddbnb.worker.segment import process_segment
 
@@ -33,4 +33,11 @@ def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         return {"ready": prewarm.capacity_ready(client("dynamodb"), event["tables"])}
     if action == "restore_capacity":
         return prewarm.restore_capacity(client("dynamodb"), event["restore"], deadline=deadline)
-    return process_segment(event, deadline=deadline)
+    return run_event(event, deadline=deadline)
+
+
+def run_event(event: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+    """One invocation of a segment: a migration's, or a rollback's (``operation: "rollback"``)."""
+    if event.get("operation") == rollback.OPERATION:
+        return rollback.rollback_segment(event, **options)
+    return process_segment(event, **options)

@@ -28,12 +28,14 @@ from ddbnb.worker.conditional import (
     TooManyGuardsError,
     delete_statement,
     insert_statement,
+    next_version,
     read_again,
     update_statement,
     write_guarded,
 )
 from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, matches
+from ddbnb.worker.journal import JournalWriter, entry
 from ddbnb.worker.wire import WireClient
 from ddbnb.worker.writes import BATCH_SIZE, Backoff, Request, WriteOutcome, write_batch
 
@@ -82,11 +84,12 @@ class PageWriter:
     write_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # write units per second
     deadline: float | None = None  # time.time() after which no write call starts
     units_per_item: float = 1.0  # what the last call consumed per item: the next reservation's estimate
+    journal: JournalWriter | None = None  # where each page's before-images go, before its writes
 
     def __post_init__(self) -> None:
         self.backoff.on_throttle = self._throttled
 
-    def _paced(self, count: int, send: Callable[[], Any], stalled: Callable[[], Any]) -> Any:
+    def paced(self, count: int, send: Callable[[], Any], stalled: Callable[[], Any]) -> Any:
         """Send one write call of ``count`` items within the run's limits, or ``stalled()`` past the deadline.
 
         The limits are items per second and write units per second; the units are
@@ -142,6 +145,7 @@ class PageWriter:
         requests: list[Request] = []
         sources: dict[int, WireItem] = {}
         targets: set[tuple[str, ...]] = set()
+        entries: list[dict[str, Any]] = []
         for raw in items:
             verdict = self.judge(raw)
             if verdict.action == PUT:
@@ -166,10 +170,14 @@ class PageWriter:
                 continue
             sources[id(request)] = raw  # its key is taken only if the write fails
             requests.append(request)
+            if self.journal is not None:
+                entries.append(self._entry(raw, verdict.wire if verdict.action == PUT else None))
+        if self.journal is not None and entries:
+            self.journal.write(self.journal.new_name(), entries)  # before any of the page's writes
         chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
 
         def one(chunk: list[Request]) -> WriteOutcome:
-            outcome: WriteOutcome = self._paced(
+            outcome: WriteOutcome = self.paced(
                 len(chunk),
                 lambda: write_batch(self.dynamodb, self.target, chunk, self.backoff),
                 lambda: WriteOutcome(stalled=list(chunk)),
@@ -217,15 +225,34 @@ class PageWriter:
             tally.failures.append((_key(raw, self.keys), f"{verdict.rule}: {verdict.message}"))
         return None
 
+    def _entry(self, raw: WireItem, written: WireItem | None) -> dict[str, Any]:
+        """The journal entry of one write: ``raw`` as read, and ``written`` (None for a delete)."""
+        if not self.in_place:
+            assert written is not None
+            return entry(_key(written, list(self.target_keys)), None, written)
+        if written is not None and self.mode == "conditional" and self.version_attribute:
+            written = {**written, self.version_attribute: next_version(raw, self.version_attribute)}
+        return entry(_key(raw, self.keys), raw, written)
+
     def _conditional(self, items: Sequence[WireItem], tally: PageTally, pool: ThreadPoolExecutor) -> None:
         writes = [w for w in (self.guarded(raw, tally) for raw in items) if w is not None]
+        journaled = _PageJournal(self.journal, self._entry)
+        try:
+            self._rounds(writes, tally, pool, journaled)
+        finally:
+            journaled.settle()
+
+    def _rounds(
+        self, writes: list[Guarded], tally: PageTally, pool: ThreadPoolExecutor, journaled: _PageJournal
+    ) -> None:
         for round_ in range(CONFLICT_ROUNDS + 1):
             if not writes:
                 return
+            journaled.record(writes)  # before this round's writes
             chunks = [writes[i : i + BATCH_SIZE] for i in range(0, len(writes), BATCH_SIZE)]
 
             def one(chunk: list[Guarded]) -> GuardedOutcome:
-                outcome: GuardedOutcome = self._paced(
+                outcome: GuardedOutcome = self.paced(
                     len(chunk),
                     lambda: write_guarded(self.dynamodb, chunk, self.backoff),
                     lambda: GuardedOutcome(stalled=list(chunk)),
@@ -245,6 +272,7 @@ class PageWriter:
                 for write, error in outcome.failures:
                     tally.failures.append((_key(write.raw, self.keys), f"write_failed: {error}"))
                 conflicts.extend(outcome.conflicts)
+            journaled.drop(conflicts)  # refused: never written
             if tally.stalled:
                 return  # the page is read again; its conflicts with it
             if round_ == CONFLICT_ROUNDS:
@@ -276,6 +304,42 @@ class PageWriter:
         if fresh is None:
             return None  # deleted meanwhile: it stays deleted
         return self.guarded(fresh, tally)
+
+
+class _PageJournal:
+    """One page's journal object in conditional mode: each key's latest intended write.
+
+    Each round's writes are recorded (the object rewritten) before they are
+    sent; writes refused by their condition are dropped, and the object is
+    rewritten without them before the page ends.
+    """
+
+    def __init__(self, journal: JournalWriter | None, make: Callable[[WireItem, WireItem | None], dict[str, Any]]):
+        self.journal = journal
+        self.make = make
+        self.name = journal.new_name() if journal is not None else ""
+        self.entries: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.dirty = False
+
+    def record(self, writes: Sequence[Guarded]) -> None:
+        """Add ``writes`` and write the object, before they are sent."""
+        if self.journal is None:
+            return
+        for write in writes:
+            self.entries[write.target_key] = self.make(write.raw, write.new)
+        self.journal.write(self.name, list(self.entries.values()))
+        self.dirty = False
+
+    def drop(self, refused: Sequence[Guarded]) -> None:
+        """Forget writes whose condition failed: they changed nothing."""
+        for write in refused:
+            self.dirty = self.entries.pop(write.target_key, None) is not None or self.dirty
+
+    def settle(self) -> None:
+        """Rewrite the object without the dropped entries."""
+        if self.journal is not None and self.dirty:
+            self.journal.write(self.name, list(self.entries.values()))
+            self.dirty = False
 
 
 def _collision(new: WireItem, target_keys: Mapping[str, str]) -> str:

@@ -7,7 +7,7 @@ Event (a Map item plus run settings)::
 
     {table, destination?, segment, total_segments, transform, write_mode,
      version_attribute?, rate_limit, read_units_per_s?, write_units_per_s?,
-     failures_to?, cursor?, totals?, page_size?}
+     failures_to?, journal?: {to}, cursor?, totals?, page_size?}
 
 Result::
 
@@ -43,6 +43,7 @@ from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.conditional import read_again
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.items import deserialize
+from ddbnb.worker.journal import JournalWriter
 from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
@@ -56,7 +57,19 @@ MAX_STALLS = 20
 #: A segment whose first this-many items all failed stops the run (TransformFailingError).
 FAIL_FAST_ITEMS = 100
 
-COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "throttled", "pages", "stalls")
+COUNTERS = (
+    "scanned",
+    "written",
+    "unchanged",
+    "deleted",
+    "failed",
+    "conflicts",
+    "throttled",
+    "pages",
+    "stalls",
+    "journal_objects",
+    "journal_bytes",
+)
 
 
 def validate_event(event: Mapping[str, Any]) -> None:
@@ -75,11 +88,13 @@ def validate_event(event: Mapping[str, Any]) -> None:
         params.check_int("page_size", event.get("page_size"), 1)
 
 
-def _now() -> str:
+def now() -> str:
+    """The time now, as results record it (UTC, ISO 8601, milliseconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _start_result(event: Mapping[str, Any]) -> dict[str, Any]:
+def start_result(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A segment's result at the start of an invocation: the counters carried in ``totals``, or zero."""
     totals = event.get("totals") or {}
     result: dict[str, Any] = {
         "segment": event["segment"],
@@ -91,7 +106,7 @@ def _start_result(event: Mapping[str, Any]) -> dict[str, Any]:
     result["read_units"] = float(totals.get("read_units", 0.0))
     result["write_units"] = float(totals.get("write_units", 0.0))
     result["invocations"] = int(totals.get("invocations", 0)) + 1
-    result["started_at"] = totals.get("started_at") or _now()
+    result["started_at"] = totals.get("started_at") or now()
     result["failures"] = list(totals.get("failures", []))
     return result
 
@@ -128,8 +143,11 @@ class _Segment:
             items_bucket=Bucket(float(event.get("rate_limit", 0) or 0)),
             write_bucket=self.limits.write,
         )
-        self.result = _start_result(event)
+        self.result = start_result(event)
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
+        journal_to = (event.get("journal") or {}).get("to")
+        if journal_to:
+            self.writer.journal = JournalWriter(journal_to, int(event["segment"]), boto3_session)
 
     def _read_throttled(self, _: int) -> None:
         """A Scan was throttled: slow reads down, and pace its retry like a first attempt."""
@@ -166,6 +184,11 @@ class _Segment:
     def count(self, tally: PageTally, scanned: int) -> None:
         """Add a page's tally. A stalled page adds only the writes it really made."""
         result = self.result
+        journal = self.writer.journal
+        if journal is not None:
+            result["journal_objects"] += journal.objects
+            result["journal_bytes"] += journal.bytes
+            journal.objects = journal.bytes = 0
         result["written"] += tally.written
         result["conflicts"] += tally.conflicts
         result["throttled"] += tally.throttled
@@ -250,7 +273,7 @@ def process_segment(
             cursor = next_cursor
             if checkpoint is not None:
                 work.failures.flush()
-                checkpoint({**work.result, "cursor": cursor, "finished_at": _now()})
+                checkpoint({**work.result, "cursor": cursor, "finished_at": now()})
             if on_page is not None:
                 on_page({name: value for name, value in work.result.items() if name != "failures"})
             work.writer.deadline = deadline  # one page always finishes; later ones stop writing at the deadline
@@ -269,7 +292,7 @@ def process_segment(
         work.result["cursor"] = cursor if cursor is not None else {}
     else:
         work.result["cursor"] = cursor
-    work.result["finished_at"] = _now()
+    work.result["finished_at"] = now()
     return work.result
 
 
@@ -294,5 +317,5 @@ def process_keys(
             if attempt + 1 == MAX_STALLS:
                 raise ThrottledError(int(event["segment"]), MAX_STALLS, None)
     work.failures.flush()
-    work.result["finished_at"] = _now()
+    work.result["finished_at"] = now()
     return work.result

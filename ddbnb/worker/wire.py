@@ -46,6 +46,7 @@ _METHODS = {
     "DeleteItem": "delete_item",
     "UpdateItem": "update_item",
     "GetItem": "get_item",
+    "BatchGetItem": "batch_get_item",
     "BatchExecuteStatement": "batch_execute_statement",
 }
 
@@ -84,7 +85,8 @@ class WireClient:
         # botocore still sees the table names, which endpoint rules may route on.
         names: dict[str, Any]
         if "RequestItems" in payload:
-            names = {"RequestItems": {table: [] for table in payload["RequestItems"]}}
+            empty: Any = {} if operation == "BatchGetItem" else []  # KeysAndAttributes, or a list of writes
+            names = {"RequestItems": {table: empty for table in payload["RequestItems"]}}
         elif "Statements" in payload:
             names = {"Statements": []}
         else:

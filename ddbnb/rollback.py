@@ -1,0 +1,209 @@
+"""Undo a migration from its journal: restore what is still as the run left it, report the rest.
+
+The run folder's ``plan.json`` says where the journal is (``run_dir/journal``,
+or the results bucket for the aws engine). Each segment's journal is read
+newest object first by the same worker on either engine
+(:mod:`ddbnb.worker.rollback`); the results land in a new folder
+(``run_dir/rollback-<UTC timestamp>``) in the ResultWriter layout, so
+04_results charts them, with every conflict in ``conflicts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from ddbnb.control.deploy import stack_outputs
+from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
+from ddbnb.engines.local import run_local, session_args
+from ddbnb.engines.resultwriter import write_results
+from ddbnb.exceptions import DdbnbError, InvalidParameterError, StaleStackError
+from ddbnb.insight.results import summarize
+from ddbnb.migrate import FAILURES, conclude, execution_name, recorded_plan
+from ddbnb.plan import capacity_limits, choose_concurrency
+from ddbnb.worker import journal, params
+from ddbnb.worker import rollback as worker
+from ddbnb.worker.clients import clear_errors
+from ddbnb.worker.tables import describe_table
+
+#: The folder of a rollback that holds every item it left alone, one JSON line each.
+CONFLICTS = "conflicts"
+
+
+@clear_errors
+def rollback(
+    run_dir: str | Path,
+    *,
+    execute: bool = False,
+    engine: str = "local",
+    max_concurrency: int = 0,
+    write_mode: str = "conditional",
+    rate_limit: float = 0,
+    capacity_share: float = 0,
+    max_read_units: float = 0,
+    max_write_units: float = 0,
+    stack_name: str = "",
+    rollback_dir: str | Path = "",
+    progress: bool = True,
+    boto3_session: boto3.Session | None = None,
+) -> dict[str, Any]:
+    """Undo the migration in ``run_dir`` from its journal; with ``execute=False`` only say what it would do.
+
+    An item still exactly as the run left it is put back as it was before (one
+    the run deleted is re-created; one a copy wrote into its destination is
+    deleted). An item changed since by anyone else is left alone and reported
+    as a conflict, with the attributes that differ (``load_conflicts``). With
+    ``write_mode="conditional"`` (the default) each write is guarded by the item
+    as read just before, so a change racing with the rollback is left alone
+    too; ``"batch"`` writes whole items unguarded (faster; for a table nobody
+    writes meanwhile). ``capacity_share``, ``max_read_units``,
+    ``max_write_units``, ``rate_limit`` and ``max_concurrency`` limit it as in
+    ``plan_migration``. Running it again is harmless: what is already back is
+    counted as unchanged.
+
+    Results go to ``rollback_dir`` (default ``run_dir/rollback-<UTC timestamp>``)
+    in the ResultWriter layout, with ``summary.json``, which is returned.
+    RunIncompleteError is raised, after the results are written, when items failed.
+    """
+    params.check_bool("execute", execute)
+    params.check_bool("progress", progress)
+    params.check_choice("engine", engine, params.ENGINES)
+    params.check_choice("write_mode", write_mode, params.WRITE_MODES)
+    params.check_int("max_concurrency", max_concurrency, 0, 10_000)
+    rate = params.check_rate("rate_limit", rate_limit)
+    share = params.check_share("capacity_share", capacity_share)
+    params.check_rate("max_read_units", max_read_units)
+    params.check_rate("max_write_units", max_write_units)
+    folder = Path(run_dir)
+    recorded = recorded_plan(folder)
+    if not recorded:
+        raise DdbnbError(f"{folder} holds no migration (plan.json is missing). Pass the run_dir 03 used.")
+    source = str(recorded.get("journal_to") or "")
+    if not source:
+        raise DdbnbError(
+            f"{folder} holds no journal: its run had journal=False. Only point-in-time recovery (into a new "
+            "table) can undo it.",
+            run_dir=str(folder),
+        )
+    if engine == "aws" and not source.startswith("s3://"):
+        raise InvalidParameterError(
+            "engine", engine, f"'local': the journal of this run is on this machine ({source}), not in S3"
+        )
+    table = recorded.get("destination") or recorded["table"]
+    facts = describe_table(table, boto3_session)
+    segments = journal.segments(source, boto3_session)
+    concurrency = min(max_concurrency or choose_concurrency(engine)[0], max(len(segments), 1))
+    read_budget, write_budget, _ = capacity_limits(facts, facts, share, float(max_read_units), float(max_write_units))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(rollback_dir) if rollback_dir else folder / f"rollback{'' if execute else '-preview'}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    share_of = concurrency if engine == "aws" else 1  # the local engine shares one budget between its workers
+    events = [
+        {
+            "operation": worker.OPERATION,
+            "table": table,
+            "transform": "",
+            "segment": segment,
+            "total_segments": int(recorded.get("total_segments") or segment + 1),
+            "write_mode": write_mode,
+            "rate_limit": rate / concurrency if rate else 0,
+            "read_units_per_s": read_budget / share_of,
+            "write_units_per_s": write_budget / share_of,
+            "failures_to": str(out / FAILURES),
+            "journal": {"from": source, "execute": execute, "conflicts_to": str(out / CONFLICTS)},
+        }
+        for segment in segments
+    ]
+    what = "Roll back" if execute else "Preview the rollback of"
+    where = f"destination {table!r}" if recorded.get("destination") else f"{table!r}"
+    print(
+        f"{what} the run in {folder}: {where}, journal {source} ({len(segments):,} segment(s)), engine {engine}, "
+        f"{concurrency} at a time, write mode {write_mode}, capacity {read_budget or 'no limit on'} read and "
+        f"{write_budget or 'no limit on'} write units/s"
+    )
+    started = time.monotonic()
+    extra: dict[str, Any] = {}
+    if events and engine == "aws":
+        extra = _run_aws(events, recorded, stack_name, out, concurrency, progress, boto3_session)
+    elif events:
+        outcomes = run_local(
+            events,
+            max_concurrency=concurrency,
+            session_args=session_args(boto3_session),
+            progress=progress,
+            total_segments=len(events),
+        )
+        write_results(out, outcomes, run_name=out.name, engine="local")
+    else:
+        write_results(out, [], run_name=out.name, engine=engine)
+    summary = summarize(out, time.monotonic() - started, len(events), worker.COUNTERS)
+    summary.update(
+        rollback_of=str(folder),
+        execute=execute,
+        table=table,
+        engine=engine,
+        write_mode=write_mode,
+        journal=source,
+        run_dir=str(out),
+        **extra,
+    )
+    return conclude(out, summary, _said(summary))
+
+
+def _said(summary: dict[str, Any]) -> str:
+    """What a rollback did, or would do, in one paragraph."""
+    verb = "" if summary["execute"] else "would "
+    lines = [
+        f"{summary['status']}: {summary['scanned']:,} journal entries; {verb}restore {summary['restored']:,}, "
+        f"{verb}re-create {summary['recreated']:,}, {verb}delete {summary['removed']:,}; "
+        f"{summary['unchanged']:,} already as before; {summary['conflicts']:,} conflict(s) left alone; "
+        f"failed {summary['failed']:,}. Results: {summary['run_dir']}"
+    ]
+    if summary["conflicts"]:
+        lines.append(
+            f"Items changed since the migration are left as they are: ddbnb.load_conflicts({summary['run_dir']!r}) "
+            "lists each key and what changed."
+        )
+    if not summary["execute"]:
+        lines.append("execute=False: nothing was written. Set execute=True to roll back.")
+    return "\n".join(lines)
+
+
+def _run_aws(
+    events: list[dict[str, Any]],
+    recorded: dict[str, Any],
+    stack_name: str,
+    out: Path,
+    concurrency: int,
+    progress: bool,
+    boto3_session: boto3.Session | None,
+) -> dict[str, Any]:
+    """Run the rollback on the stack's state machine; fetch its results and logs into ``out``."""
+    stack = stack_name or recorded.get("stack_name") or ""
+    outputs = stack_outputs(stack, boto3_session)
+    differences = []
+    if outputs.get("SourceTableName") != recorded["table"]:
+        differences.append(f"it reads {outputs.get('SourceTableName')!r}, the run {recorded['table']!r}")
+    if (outputs.get("DestinationTableName") or None) != (recorded.get("destination") or None):
+        deployed, ran = outputs.get("DestinationTableName"), recorded.get("destination")
+        differences.append(f"it writes {deployed!r}, the run {ran!r}")
+    if differences:
+        raise StaleStackError(stack, differences)
+    name = execution_name(out.name)
+    prefix = f"s3://{outputs['ResultsBucketName']}/runs/{name}"
+    for event in events:
+        event["failures_to"] = f"{prefix}/{FAILURES}"
+        event["journal"] = {**event["journal"], "conflicts_to": f"{prefix}/{CONFLICTS}"}
+    arn = start_run(events, outputs, name, max_concurrency=concurrency, boto3_session=boto3_session)
+    print(f"started {arn}")
+    described = wait_run(arn, len(events), progress=progress, boto3_session=boto3_session)
+    fetch_results(outputs, arn, out, boto3_session)
+    fetch_failures(outputs, name, out / FAILURES, boto3_session)
+    fetch_failures(outputs, name, out / CONFLICTS, boto3_session, log=CONFLICTS)
+    (out / "execution.json").write_text(json.dumps({"execution_arn": arn, "status": described["status"]}))
+    return {"execution_arn": arn, "execution_status": described["status"], "stack_name": stack}
