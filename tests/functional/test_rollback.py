@@ -69,6 +69,17 @@ def _wire(value: Any) -> Any:
     return value
 
 
+def set_attribute(client: Any, table: str, key: dict[str, Any], name: str, value: dict[str, Any]) -> None:
+    """What the application does: set one attribute of one item."""
+    client.update_item(
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET #a = :v",
+        ExpressionAttributeNames={"#a": name},
+        ExpressionAttributeValues={":v": value},
+    )
+
+
 def migrate(table: str, run_dir: Path, mode: str = "batch", transform: str = "reshape", **plan: Any) -> dict[str, Any]:
     planned = ddbnb.plan_migration(table, spec(transform), write_mode=mode, total_segments=3, **plan)
     summary = ddbnb.migrate(planned, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
@@ -115,9 +126,7 @@ def test_items_the_application_changed_since_are_left_as_it_wrote_them_and_repor
     original = snapshot(dynamodb, table)
     migrate(table, tmp_path, "conditional", "by_kind")
     key = {"pk": {"S": "p01"}, "sk": {"S": "s000001"}}
-    dynamodb.update_item(
-        TableName=table, Key=key, UpdateExpression="SET kind = :k", ExpressionAttributeValues={":k": {"S": "app"}}
-    )
+    set_attribute(dynamodb, table, key, "kind", {"S": "app"})
     gone = {"pk": {"S": "p02"}, "sk": {"S": "s000002"}}
     dynamodb.delete_item(TableName=table, Key=gone)  # the application deleted a migrated item
     back = {"pk": {"S": "p10"}, "sk": {"S": "s000010"}}  # the migration deleted it; the application put it back
@@ -193,9 +202,7 @@ def test_a_copy_is_rolled_back_by_deleting_what_it_wrote_that_is_still_as_writte
     planned = ddbnb.plan_migration(source, spec("rekey"), destination_table_name=destination, total_segments=2)
     ddbnb.migrate(planned, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
     changed = {"id": {"S": "p03#s000003"}}
-    dynamodb.update_item(
-        TableName=destination, Key=changed, UpdateExpression="SET n = :n", ExpressionAttributeValues={":n": {"N": "7"}}
-    )
+    set_attribute(dynamodb, destination, changed, "n", {"N": "7"})
     summary = ddbnb.rollback(tmp_path, execute=True, progress=False)
     assert (summary["removed"], summary["deleted"], summary["conflicts"]) == (89, 89, 1)
     left = {item["id"]["S"] for item in dynamodb.scan(TableName=destination)["Items"]}
@@ -212,7 +219,7 @@ def test_a_run_without_a_journal_cannot_be_rolled_back_and_says_so(make_table, t
     assert not (tmp_path / journal.FOLDER).exists()
     with pytest.raises(DdbnbError, match="journal=False"):
         ddbnb.rollback(tmp_path, execute=True, progress=False)
-    with pytest.raises(DdbnbError, match="plan.json is missing"):
+    with pytest.raises(DdbnbError, match=r"plan\.json is missing"):
         ddbnb.rollback(tmp_path / "nothing", progress=False)
 
 
@@ -280,9 +287,7 @@ def test_a_retry_journals_into_the_runs_journal_so_the_rollback_undoes_it(dynamo
         )
     for i in range(0, 50, 10):  # the operator fixes the items the transform failed on
         key = {"pk": {"S": f"p{i % 17:02d}"}, "sk": {"S": f"s{i:06d}"}}
-        dynamodb.update_item(
-            TableName=table, Key=key, UpdateExpression="SET kind = :k", ExpressionAttributeValues={":k": {"S": "change"}}
-        )
+        set_attribute(dynamodb, table, key, "kind", {"S": "change"})
     fixed = snapshot(dynamodb, table)
     retried = ddbnb.retry_failed(tmp_path, progress=False)
     assert retried["written"] == 5
@@ -296,7 +301,6 @@ def test_a_retry_journals_into_the_runs_journal_so_the_rollback_undoes_it(dynamo
     }
 
 
-
 def test_a_conditional_runs_journal_keeps_the_write_it_made_after_a_conflict_not_the_refused_one(
     make_table, dynamodb, session, tmp_path
 ):
@@ -308,9 +312,7 @@ def test_a_conditional_runs_journal_keeps_the_write_it_made_after_a_conflict_not
     def application_writes(params: dict[str, Any], **_: Any) -> None:  # between the migration's read and write
         if b"s000007" in params["body"] and not raced:
             raced.append(True)
-            session.client("dynamodb").update_item(
-                TableName=table, Key=key, UpdateExpression="SET flag = :f", ExpressionAttributeValues={":f": {"S": "app"}}
-            )
+            set_attribute(session.client("dynamodb"), table, key, "flag", {"S": "app"})
 
     session.events.register("before-call.dynamodb.BatchExecuteStatement", application_writes)
     source = str(tmp_path / journal.FOLDER)
