@@ -14,7 +14,8 @@ moto workarounds, all in this file (see shared/DESIGN.md):
   answers RedriveExecution through a botocore hook, and reports the first attempt as FAILED.
 - The interpreter calls other services on 127.0.0.1:$MOTO_PORT, so MOTO_PORT is set to this server's port.
 - ResultWriter writes only an empty manifest.json, so results files are tested elsewhere
-  (tests/unit/test_results_loader.py, on files shaped as AWS documents them).
+  (tests/unit/test_results_loader.py, on files shaped as AWS documents them); the rollback test writes
+  them from the handler's own results, as AWS would.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import boto3
 import pytest
 from cfnlint.decode import decode
 
+import ddbnb
 from ddbnb.control.package import build_lambda_package
 from ddbnb.engines import aws as engine_aws
 from ddbnb.exceptions import DdbnbError, StaleStackError
@@ -57,6 +59,7 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
     from moto.server import ThreadedMotoServer
 
     calls: list[dict[str, Any]] = []
+    results: list[tuple[dict[str, Any], dict[str, Any]]] = []  # each segment invocation's event and result
     actions: list[dict[str, Any]] = []
     behaviour: dict[str, Any] = {"millis": 60_000, "fail_segment": None, "hold": None}
 
@@ -74,7 +77,9 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
         if event["segment"] == behaviour["fail_segment"]:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": "RuntimeError", "errorMessage": "worker crashed"}).encode()
-        return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
+        result = lambda_entry.handle(event, Context(behaviour["millis"]))
+        results.append((event, result))
+        return json.dumps(result).encode()
 
     monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
@@ -92,7 +97,14 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
     def moto_client(service: str) -> Any:
         return session.client(service, endpoint_url=url)
 
-    yield {"url": url, "client": moto_client, "calls": calls, "actions": actions, "behaviour": behaviour}
+    yield {
+        "url": url,
+        "client": moto_client,
+        "calls": calls,
+        "results": results,
+        "actions": actions,
+        "behaviour": behaviour,
+    }
     server.stop()
 
 
@@ -410,3 +422,53 @@ def test_redrive_fetches_the_results_again_and_rewrites_the_summary(moto, dynamo
     assert json.loads((tmp_path / "summary.json").read_text()) == summary  # what 04_results reads
     assert len(summary["redrives"]) == 1 and summary["failed_segments_at"] == []
     assert list(load_results(tmp_path)["status"]) == ["SUCCEEDED"] * 3  # the later success wins
+
+
+def test_a_rollback_runs_on_the_state_machine_from_the_journal_the_migration_left_in_s3(
+    moto, dynamodb, make_table, tmp_path, monkeypatch
+):
+    import functools
+    import importlib
+
+    from ddbnb.engines.resultwriter import ChildOutcome, write_results
+    from ddbnb.plan import Plan
+    from ddbnb.worker import journal
+    from ddbnb.worker.tables import describe_table
+
+    migrate_module = importlib.import_module("ddbnb.migrate")
+    rollback_module = importlib.import_module("ddbnb.rollback")
+    table = make_table([simple_item(i, pad=4000) for i in range(1200)])  # on demand; 3 pages a segment
+    original = scan_all(dynamodb, table)
+    outputs = create_stack_resources(moto, table)
+    for module in (migrate_module, rollback_module):
+        monkeypatch.setattr(module, "stack_outputs", lambda *_: outputs)
+    monkeypatch.setattr(rollback_module, "wait_run", functools.partial(engine_aws.wait_run, poll_s=0.5))
+
+    def fetch_results(outputs: dict[str, str], arn: str, run_dir: Path, session: Any = None) -> list[Path]:
+        fetched = engine_aws.fetch_results(outputs, arn, run_dir, session)  # moto's: an empty manifest
+        last = {e["segment"]: (e, r) for e, r in moto["results"] if e.get("operation") == "rollback"}
+        done = [ChildOutcome(e, "SUCCEEDED", r["started_at"], r["finished_at"], output=r) for e, r in last.values()]
+        write_results(run_dir, done, run_name=run_dir.name, engine="aws")  # what AWS's ResultWriter writes
+        return fetched
+
+    monkeypatch.setattr(rollback_module, "fetch_results", fetch_results)
+    moto["behaviour"]["millis"] = 0  # one page, so one journal object, per invocation
+    plan = Plan(describe_table(table), spec("set_flag"), "aws", 2, 2, stack_name="stack")
+    migrate_module._record_plan(plan, tmp_path, journal=True, journal_to="")
+    ran = migrate_module._run_aws(plan, tmp_path, False, None, {})
+    assert ran["execution_status"] == "SUCCEEDED"
+    assert {item.get("flag") for item in scan_all(dynamodb, table).values()} == {"v2"}
+    location = json.loads((tmp_path / "plan.json").read_text())["journal_to"]
+    assert location == f"s3://results/runs/{ran['execution_name']}/journal"
+    assert journal.totals(location)["objects"] >= 6
+    assert all(call["journal"] == {"to": location} for call in moto["calls"])
+
+    summary = ddbnb.rollback(tmp_path, engine="aws", execute=True, progress=False)
+    rolled = [call for call in moto["calls"] if call.get("operation") == "rollback"]
+    assert min(sum(1 for c in rolled if c["segment"] == s) for s in range(2)) >= 3  # it loops, object by object
+    assert all(isinstance(c["cursor"], str) for c in rolled if c.get("cursor"))
+    assert all(c["journal"]["from"] == location and c["journal"]["execute"] is True for c in rolled)
+    assert scan_all(dynamodb, table) == original
+    assert (summary["written"], summary["conflicts"], summary["status"]) == (1200, 0, "SUCCEEDED")
+    assert summary["execution_status"] == "SUCCEEDED"
+    assert ddbnb.load_results(summary["run_dir"])["scanned"].sum() == 1200

@@ -154,3 +154,31 @@ def test_vpc_log_key_and_access_logs_are_options_and_every_checkov_skip_says_why
     ]
     assert {s["id"] for s in skips} == {"CKV_AWS_18", "CKV_AWS_116", "CKV_AWS_117", "CKV_AWS_158"}
     assert all(len(s["comment"]) > 40 for s in skips)
+
+
+def test_every_run_setting_reaches_each_invocation_rollbacks_and_journals_included(template):
+    from ddbnb.engines.aws import execution_input
+
+    (machine,) = resources(template, "AWS::StepFunctions::StateMachine")
+    migrate = machine["Definition"]["States"]["Migrate"]
+    selected = {name.removesuffix(".$") for name in migrate["ItemSelector"]}
+    again = {name.removesuffix(".$") for name in migrate["ItemProcessor"]["States"]["NextInvocation"]["Parameters"]}
+    assert again == selected | {"cursor", "totals"}  # the loop drops nothing the first invocation had
+    assert {"operation", "journal"} <= selected
+    event = {"table": "t", "segment": 0, "total_segments": 1, "transform": "m:f", "write_mode": "batch"}
+    sent = execution_input([{**event, "rate_limit": 0}], segments_key="k", max_concurrency=1)
+    read = {path.removeprefix("$.") for path in migrate["ItemSelector"].values() if path.startswith("$.")}
+    assert read <= set(sent)  # every path the Map reads is in the input ddbnb sends
+    assert (sent["operation"], sent["journal"]) == ("migrate", {})
+
+
+def test_the_worker_may_write_and_read_the_journal_only_under_the_runs_prefix(template):
+    (worker,) = [r for r in resources(template, "AWS::IAM::Role") if "migrate-tables" in json.dumps(r)]
+    statements = {s["Sid"]: s for s in worker["Policies"][0]["PolicyDocument"]["Statement"]}
+    puts = json.dumps(statements["WriteFailureConflictLogsAndJournal"]["Resource"])
+    assert all(f"/runs/*/{log}/*" in puts for log in ("failures", "conflicts", "journal"))
+    assert statements["ReadJournalForRollback"]["Action"] == "s3:GetObject"
+    assert "/runs/*/journal/*" in json.dumps(statements["ReadJournalForRollback"]["Resource"])
+    listing = statements["ListJournalForRollback"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "runs/*/journal/*"}}
+    assert "dynamodb:BatchGetItem" in statements["WriteTarget"]["Action"]  # a rollback reads the items it restores
