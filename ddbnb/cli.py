@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument(
         "--tolerated-failure-count", type=int, default=0, help="aws engine: number of segments that may fail"
     )
+    mig.add_argument(
+        "--no-journal", action="store_true", help="keep no before-images (then `ddbnb rollback` cannot undo the run)"
+    )
 
     res = commands.add_parser("results", help="run 04_results: per-segment table and charts into the run folder")
     res.add_argument("run_dir", help="the folder 03_migrate wrote")
@@ -123,6 +126,21 @@ def _parser() -> argparse.ArgumentParser:
         "redrive", help="aws engine: run a failed execution's failed segments again from their cursors"
     )
     again.add_argument("run_dir", help="the folder of the failed aws run")
+    undo = commands.add_parser(
+        "rollback", help="run 05_rollback: say what undoing a run would do, or do it with --execute"
+    )
+    undo.add_argument("run_dir", help="the folder 03_migrate wrote")
+    undo.add_argument("--execute", action="store_true", help="write (without it: only say what it would do)")
+    undo.add_argument("--engine", default="local", choices=["local", "aws"], help="where segments run")
+    undo.add_argument("--stack-name", default="", help="aws engine: the stack the run used (default: the run's)")
+    undo.add_argument(
+        "--write-mode", default="conditional", choices=["batch", "conditional"], help="batch: unguarded, faster"
+    )
+    undo.add_argument("--max-concurrency", type=int, default=0, help="segments at once (0 chooses)")
+    undo.add_argument("--capacity-share", type=float, default=0.0, help="share of the table's capacity (0 to 1)")
+    undo.add_argument("--max-read-units", type=float, default=0.0, help="read units per second, whole rollback")
+    undo.add_argument("--max-write-units", type=float, default=0.0, help="write units per second, whole rollback")
+    undo.add_argument("--rate-limit", type=float, default=0.0, help="items per second, whole rollback")
     return parser
 
 
@@ -199,6 +217,7 @@ def _run(args: argparse.Namespace) -> None:
             "allow_stale_stack": args.allow_stale_stack,
             "tolerated_failure_percentage": args.tolerated_failure_percentage,
             "tolerated_failure_count": args.tolerated_failure_count,
+            "journal": not args.no_journal,
         }
         run_notebook("03_migrate", parameters["run_dir"], parameters, log_output=True)
     elif args.command == "results":
@@ -217,6 +236,23 @@ def _run(args: argparse.Namespace) -> None:
         from ddbnb.migrate import redrive
 
         redrive(args.run_dir)
+    elif args.command == "rollback":
+        folder = str(Path(args.run_dir).resolve())
+        if not Path(folder).is_dir():
+            raise DdbnbError(f"{folder} is not a folder. Pass the run_dir 03_migrate wrote.")
+        parameters = {
+            "run_dir": folder,
+            "execute": args.execute,
+            "engine": args.engine,
+            "stack_name": args.stack_name,
+            "write_mode": args.write_mode,
+            "max_concurrency": args.max_concurrency,
+            "capacity_share": args.capacity_share,
+            "max_read_units": args.max_read_units,
+            "max_write_units": args.max_write_units,
+            "rate_limit": args.rate_limit,
+        }
+        run_notebook("05_rollback", folder, parameters, log_output=True)
     else:
         _sandbox(args)
 

@@ -79,6 +79,8 @@ def rollback(
     share = params.check_share("capacity_share", capacity_share)
     params.check_rate("max_read_units", max_read_units)
     params.check_rate("max_write_units", max_write_units)
+    if not str(run_dir):
+        raise InvalidParameterError("run_dir", run_dir, "the run folder 03_migrate wrote (it prints it)")
     folder = Path(run_dir)
     recorded = recorded_plan(folder)
     if not recorded:

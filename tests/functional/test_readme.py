@@ -66,7 +66,7 @@ def test_the_cli_has_help_and_a_version():
     version = subprocess.run([ddbnb, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and re.fullmatch(r"ddbnb \d+\.\d+\.\d+\n", version.stdout)
     top = subprocess.run([ddbnb, "--help"], capture_output=True, text=True).stdout
-    for command in ("seed", "deploy", "dry-run", "migrate", "results", "status", "sandbox", "demo"):
+    for command in ("seed", "deploy", "dry-run", "migrate", "results", "status", "sandbox", "demo", "rollback"):
         assert command in top
         helped = subprocess.run([ddbnb, command, "--help"], capture_output=True, text=True)
         assert helped.returncode == 0 and "usage: ddbnb" in helped.stdout
@@ -80,6 +80,7 @@ def test_the_cli_has_help_and_a_version():
         "--write-mode",
         "--capacity-share",
         "--max-write-units",
+        "--no-journal",
     ):
         assert option in migrate
 

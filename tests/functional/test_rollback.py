@@ -337,3 +337,25 @@ def test_a_conditional_runs_journal_keeps_the_write_it_made_after_a_conflict_not
     app_version = journal.item_digest({**key, "kind": {"S": "change"}, "n": {"N": "7"}, "flag": {"S": "app"}})
     assert now.pop("p07/s000007") == app_version  # the application's write survives the rollback
     assert now == {k: v for k, v in original.items() if k != "p07/s000007"}
+
+
+def test_the_cli_previews_and_rolls_back_through_the_notebook(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i) for i in range(50)])
+    original = snapshot(dynamodb, table)
+    migrate(table, tmp_path, transform="set_flag")
+    ddbnb_cli = str(ROOT / ".venv/bin/ddbnb")
+    preview = subprocess.run([ddbnb_cli, "rollback", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert preview.returncode == 0, preview.stderr[-2000:]
+    assert "would restore 50" in preview.stderr and snapshot(dynamodb, table) != original
+    done = subprocess.run(
+        [ddbnb_cli, "rollback", str(tmp_path), "--execute", "--max-write-units", "500"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert snapshot(dynamodb, table) == original
+    assert (tmp_path / "05_rollback.ipynb").is_file()  # the executed notebook, beside the run
+    nowhere = subprocess.run([ddbnb_cli, "rollback", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert nowhere.returncode == 2 and nowhere.stderr.count("\n") == 1 and "is not a folder" in nowhere.stderr
+    assert not (tmp_path / "nowhere").exists()

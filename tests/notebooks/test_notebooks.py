@@ -82,6 +82,31 @@ def test_dry_run_migrate_and_results_notebooks(make_table, dynamodb, tmp_path):
     assert "slowest first" in text_of(results)  # the styled segments table
 
 
+def test_the_rollback_notebook_previews_then_puts_the_table_back_and_lists_conflicts(make_table, dynamodb, tmp_path):
+    table = make_table([simple_item(i, "delete" if i % 10 == 0 else "change") for i in range(200)])
+    before = scan_all(dynamodb, table)
+    plan = ddbnb.plan_migration(table, spec("by_kind"), total_segments=2)
+    ddbnb.migrate(plan, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    key = {"pk": {"S": "p01"}, "sk": {"S": "s000001"}}
+    dynamodb.put_item(TableName=table, Item={**key, "kind": {"S": "the application's"}})
+    migrated = scan_all(dynamodb, table)
+
+    preview = run("05_rollback", tmp_path, run_dir=str(tmp_path))
+    assert scan_all(dynamodb, table) == migrated
+    assert "would restore 179, would re-create 20" in text_of(preview) and "nothing was written" in text_of(preview)
+
+    done = run("05_rollback", tmp_path, run_dir=str(tmp_path), execute=True)
+    now = scan_all(dynamodb, table)
+    assert now.pop(("p01", "s000001"))["kind"] == "the application's"
+    assert now == {k: v for k, v in before.items() if k != ("p01", "s000001")}
+    assert "changed since the migration wrote it" in text_of(done)  # the conflicts table
+    (folder,) = [p for p in tmp_path.glob("rollback-2*") if p.is_dir()]
+    assert (folder / "run_throughput.png").stat().st_size > 5_000
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        run("05_rollback", tmp_path)
+    assert info.value.ename == "InvalidParameterError" and "run_dir" in info.value.evalue
+
+
 def test_a_missing_table_fails_with_one_clear_line(sandbox, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as info:
         run("03_migrate", tmp_path, table_name="no-such-table", transform=spec("bump"))

@@ -64,8 +64,21 @@ CONTRACT: dict[str, set[str]] = {
         "allow_stale_stack",
         "tolerated_failure_percentage",
         "tolerated_failure_count",
+        "journal",
     },
     "04_results": {"run_dir"},
+    "05_rollback": {
+        "run_dir",
+        "execute",
+        "engine",
+        "write_mode",
+        "max_concurrency",
+        "capacity_share",
+        "max_read_units",
+        "max_write_units",
+        "rate_limit",
+        "stack_name",
+    },
 }
 
 
@@ -124,6 +137,7 @@ NOT_IN_NOTEBOOKS = {
     "template": "the kit's own CloudFormation template; another one is for Python use",
     "rows": "how many segments the styled table shows; the whole DataFrame is `results`",
     "count": "how many of the slowest segments are listed",
+    "rollback_dir": "where a rollback's results go; the notebook keeps the default, run_dir/rollback-<UTC timestamp>",
 }
 
 
