@@ -21,7 +21,7 @@ from ddbnb.insight.diff import diff_items
 from ddbnb.insight.estimate import Estimate, estimate
 from ddbnb.insight.sample import sample_items
 from ddbnb.plan import Plan, choose_segments, plan_migration
-from ddbnb.worker import params
+from ddbnb.worker import journal, params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, format_key, item_size, matches
@@ -272,6 +272,7 @@ def dry_run(
     findings: list[dict[str, Any]] = []
     read_bytes = written_bytes = 0
     targets: dict[str, dict[str, Any]] = {}  # destination key -> the source key that maps to it
+    journaled: list[dict[str, Any]] = []  # what the journal would keep of the sampled writes
     for raw in items:
         verdict = evaluate(
             func, raw, facts.key_names, in_place=not destination_table_name, target_keys=plan.target_keys
@@ -286,12 +287,16 @@ def dry_run(
             findings.append(_finding(key, "key_collision", f"the same destination key as item {json.dumps(earlier)}"))
         elif verdict.action == DELETE:
             counts["deleted"] += 1
+            if not destination_table_name:  # a copy leaves it out: nothing to journal
+                journaled.append(journal.entry_for(raw, None, facts.key_names, (), in_place=True))
             changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})
         elif verdict.action == UNCHANGED or (verdict.action == PUT and matches(verdict.after, verdict.raw)):
             counts["unchanged"] += 1
         else:
             counts["changed"] += 1
             written_bytes += verdict.size
+            in_place = not destination_table_name
+            journaled.append(journal.entry_for(raw, verdict.wire, facts.key_names, list(plan.target_keys), in_place))
             if verdict.size > NEAR_LIMIT_BYTES:
                 findings.append(_finding(key, "near_limit", f"{verdict.size:,} bytes"))
             if not _idempotent(func, verdict):
@@ -328,6 +333,7 @@ def dry_run(
             aws_segments=plan.total_segments if plan.engine == "aws" else choose_segments(facts, "aws")[0],
             read_limit=plan.read_units_per_s,
             write_limit=plan.write_units_per_s,
+            journal_entry_bytes=len(journal.encode(journaled)) / len(journaled) if journaled else 0.0,
         ),
         items_read=stats["items_read"],
         changes=changes,

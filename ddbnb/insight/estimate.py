@@ -22,6 +22,10 @@ PROVISIONED_RCU_HOUR = 0.00013
 LAMBDA_ARM_GB_SECOND = 0.0000133334
 LAMBDA_PER_MILLION_REQUESTS = 0.20
 STEP_FUNCTIONS_PER_THOUSAND_TRANSITIONS = 0.025
+S3_PER_THOUSAND_PUTS = 0.005
+S3_GB_MONTH = 0.023
+#: A Scan page holds at most 1 MB: the journal keeps one object per page that writes.
+SCAN_PAGE_BYTES = 1_000_000
 #: What a new on-demand table sustains at first, in units per second.
 NEW_ON_DEMAND_WRITES, NEW_ON_DEMAND_READS = 4_000, 12_000
 #: Items one worker Lambda handles per second, for the GB-seconds estimate (measured locally: ~600 a process).
@@ -47,6 +51,9 @@ class Estimate:
     state_transitions: int
     aws_engine_cost: float
     aws_segments: int = 0
+    journal_bytes: float = 0.0
+    journal_objects: int = 0
+    journal_cost: float = 0.0
     prices: str = PRICES_AS_OF
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,7 +69,18 @@ class Estimate:
             f"capacity at that rate (billed by the hour); "
             f"aws engine ({self.aws_segments:,} segments) adds {self.lambda_gb_seconds:,.0f} Lambda GB-s and "
             f"{self.state_transitions:,} "
-            f"state transitions (${self.aws_engine_cost:,.2f}). Prices: {self.prices}."
+            f"state transitions (${self.aws_engine_cost:,.2f}). {self.journal_note} Prices: {self.prices}."
+        )
+
+    @property
+    def journal_note(self) -> str:
+        """One sentence on the journal's size and cost."""
+        if not self.journal_objects:
+            return "The journal holds nothing: the run writes nothing."
+        return (
+            f"The journal (for rollback; journal=False in 03 skips it) takes ~{self.journal_bytes / 1e6:,.1f} MB "
+            f"in ~{self.journal_objects:,} objects: on the aws engine ${self.journal_cost:,.2f} of S3 puts and a "
+            "month of storage; local, disk space in run_dir."
         )
 
 
@@ -79,13 +97,16 @@ def estimate(
     read_limit: float = 0.0,
     write_limit: float = 0.0,
     lambda_memory_mb: int = 1024,
+    journal_entry_bytes: float = 0.0,
 ) -> Estimate:
     """Estimate units, duration and cost.
 
     A parallel scan reads with eventual consistency: half a unit per 4 KB. Each
     written item costs one unit per started KB; unchanged items cost nothing.
     The write rate is the table's provisioned capacity, or what a new on-demand
-    table sustains at first, or the run's limit when that is lower.
+    table sustains at first, or the run's limit when that is lower. The journal
+    keeps ``journal_entry_bytes`` (compressed, as measured on the sample) per
+    written item, in one object per Scan page that writes.
     """
     read_units = item_count * average_item_bytes / 4096 * 0.5
     writes = item_count * written_share
@@ -108,6 +129,10 @@ def estimate(
         + invocations / 1e6 * LAMBDA_PER_MILLION_REQUESTS
         + transitions / 1000 * STEP_FUNCTIONS_PER_THOUSAND_TRANSITIONS
     )
+    pages = math.ceil(item_count * average_item_bytes / SCAN_PAGE_BYTES)
+    journal_objects = min(max(pages, aws_segments), math.ceil(writes)) if writes and journal_entry_bytes else 0
+    journal_bytes = writes * journal_entry_bytes
+    journal_cost = journal_objects / 1000 * S3_PER_THOUSAND_PUTS + journal_bytes / 1e9 * S3_GB_MONTH
     return Estimate(
         items=item_count,
         changed_share=written_share,
@@ -123,4 +148,7 @@ def estimate(
         state_transitions=transitions,
         aws_engine_cost=aws_cost,
         aws_segments=aws_segments,
+        journal_bytes=journal_bytes,
+        journal_objects=journal_objects,
+        journal_cost=journal_cost,
     )

@@ -29,7 +29,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,17 @@ def entry(key: WireItem, before: WireItem | None, after: WireItem | None) -> dic
     return {"k": key, "b": before, "a": item_digest(after)}
 
 
+def entry_for(
+    raw: WireItem, written: WireItem | None, key_names: Sequence[str], target_keys: Sequence[str], in_place: bool
+) -> dict[str, Any]:
+    """The entry of one write of a run: in place, ``raw``'s key and ``raw`` as the before-image;
+    into a destination, the written item's key and no before-image (``written`` is never None there)."""
+    if in_place:
+        return entry({name: raw[name] for name in key_names}, raw, written)
+    assert written is not None
+    return entry({name: written[name] for name in target_keys}, None, written)
+
+
 def differences(now: Digest | None, then: Digest | None) -> list[str]:
     """The attributes whose values differ between two digests (added, removed or changed), sorted."""
     now, then = now or {}, then or {}
@@ -109,6 +120,12 @@ def object_name(segment: int, name: str) -> str:
 def _split(target: str) -> tuple[str, str]:
     bucket, _, prefix = target[len("s3://") :].partition("/")
     return bucket, prefix.rstrip("/")
+
+
+def encode(entries: list[dict[str, Any]]) -> bytes:
+    """One journal object's body: the entries as gzipped JSON lines."""
+    text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
+    return gzip.compress(text.encode(), compresslevel=LEVEL)
 
 
 class JournalWriter:
@@ -128,9 +145,7 @@ class JournalWriter:
 
     def write(self, name: str, entries: list[dict[str, Any]]) -> None:
         """Write (or rewrite) object ``name`` with ``entries``; return once it is durable."""
-        body = gzip.compress(
-            "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode(), compresslevel=LEVEL
-        )
+        body = encode(entries)
         path = object_name(self.segment, name)
         if self.target.startswith("s3://"):
             bucket, prefix = _split(self.target)

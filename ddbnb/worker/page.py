@@ -35,7 +35,7 @@ from ddbnb.worker.conditional import (
 )
 from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, matches
-from ddbnb.worker.journal import JournalWriter, entry
+from ddbnb.worker.journal import JournalWriter, entry_for
 from ddbnb.worker.wire import WireClient
 from ddbnb.worker.writes import BATCH_SIZE, Backoff, Request, WriteOutcome, write_batch
 
@@ -227,12 +227,9 @@ class PageWriter:
 
     def _entry(self, raw: WireItem, written: WireItem | None) -> dict[str, Any]:
         """The journal entry of one write: ``raw`` as read, and ``written`` (None for a delete)."""
-        if not self.in_place:
-            assert written is not None
-            return entry(_key(written, list(self.target_keys)), None, written)
-        if written is not None and self.mode == "conditional" and self.version_attribute:
+        if written is not None and self.in_place and self.mode == "conditional" and self.version_attribute:
             written = {**written, self.version_attribute: next_version(raw, self.version_attribute)}
-        return entry(_key(raw, self.keys), raw, written)
+        return entry_for(raw, written, self.keys, list(self.target_keys), self.in_place)
 
     def _conditional(self, items: Sequence[WireItem], tally: PageTally, pool: ThreadPoolExecutor) -> None:
         writes = [w for w in (self.guarded(raw, tally) for raw in items) if w is not None]

@@ -51,6 +51,9 @@ def test_a_clean_transform_is_safe_with_plan_and_estimate(make_table):
     assert estimate.write_units == 300  # about 1 KB each: one unit per item
     assert 0 < estimate.read_units < 300 and estimate.on_demand_cost > 0 and estimate.state_transitions > 0
     assert "2025, us-east-1" in str(report)
+    # The journal keeps each before-image (about 1 KB here, compressed) in one object per page that writes.
+    assert 0 < estimate.journal_bytes < 300 * 1_000 and estimate.journal_objects >= 1 and estimate.journal_cost > 0
+    assert "The journal (for rollback; journal=False in 03 skips it) takes" in str(report)
     assert set(report.summary()["path"]) == {"flag"}
     assert "background-color: #e6f4ea" in report.styled().to_html()  # "added" rows are green
 
