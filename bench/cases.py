@@ -138,7 +138,13 @@ def migration_ceiling(table: str, segments: int, processes: int) -> dict[str, An
 
 # -- ddbnb -------------------------------------------------------------------------------------------------
 def ddbnb_migrate(
-    table: str, segments: int = 0, processes: int = 0, mode: str = "batch", view: str = "off"
+    table: str,
+    segments: int = 0,
+    processes: int = 0,
+    mode: str = "batch",
+    view: str = "off",
+    journal: bool = True,
+    run_dir: str = "",
 ) -> dict[str, Any]:
     """The migration through the public API, with the plan ddbnb chooses (unless told).
 
@@ -149,13 +155,18 @@ def ddbnb_migrate(
     if view != "off":
         os.environ.update(DDBNB_PROGRESS=view, DDBNB_PROGRESS_INTERVAL="1")
     plan = ddbnb.plan_migration(
-        table, "bench/transforms.py:set_flag", total_segments=segments, max_concurrency=processes, write_mode=mode
+        table,
+        "bench/transforms.py:set_flag",
+        total_segments=segments,
+        max_concurrency=processes,
+        write_mode=mode,
+        journal=journal,
     )
     started = time.perf_counter()
     summary = ddbnb.migrate(
         plan,
         execute=True,
-        run_dir=tempfile.mkdtemp(prefix="bench-run-"),
+        run_dir=run_dir or tempfile.mkdtemp(prefix="bench-run-"),
         progress=view != "off",
         require_dry_run=False,
     )
@@ -168,6 +179,15 @@ def ddbnb_migrate(
         "segments": plan.total_segments,
         "concurrency": plan.max_concurrency,
     }
+
+
+def ddbnb_rollback(run_dir: str, processes: int = 0, mode: str = "conditional") -> dict[str, Any]:
+    """The rollback of the migration in ``run_dir``, through the public API."""
+    import ddbnb
+
+    started = time.perf_counter()
+    summary = ddbnb.rollback(run_dir, execute=True, write_mode=mode, max_concurrency=processes, progress=False)
+    return {"items": summary["scanned"], "seconds": time.perf_counter() - started, "written": summary["written"]}
 
 
 # -- ddbnb against the capacity emulation --------------------------------------------------------------------
@@ -261,7 +281,9 @@ def awswrangler_migrate(table: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["write", "scan", "ceiling", "ddbnb", "capacity", "seed_style", "awswrangler"])
+    parser.add_argument(
+        "case", choices=["write", "scan", "ceiling", "ddbnb", "rollback", "capacity", "seed_style", "awswrangler"]
+    )
     parser.add_argument("--table", required=True)
     parser.add_argument("--items", type=int, default=0)
     parser.add_argument("--processes", type=int, default=0, help="0: ddbnb chooses")
@@ -271,6 +293,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--share", type=float, default=1.0, help="capacity_share, for the capacity case")
     parser.add_argument("--write-units", type=float, default=1_000, help="the emulated capacity")
     parser.add_argument("--view", default="off", choices=["off", "widget", "lines"], help="ddbnb's live view")
+    parser.add_argument("--no-journal", action="store_true", help="ddbnb: migrate with journal=False")
+    parser.add_argument("--run-dir", default="", help="ddbnb: the run folder; rollback: the run to undo")
     args = parser.parse_args(argv)
     cpu_before = _cpu()
     if args.case == "write":
@@ -284,7 +308,11 @@ def main(argv: list[str]) -> None:
             args.processes if args.processes != 2 else 0,
             args.mode,
             args.view,
+            journal=not args.no_journal,
+            run_dir=args.run_dir,
         )
+    elif args.case == "rollback":
+        result = ddbnb_rollback(args.run_dir, args.processes, args.mode)
     elif args.case == "ceiling":
         result = migration_ceiling(args.table, args.segments, args.processes)
     elif args.case == "capacity":

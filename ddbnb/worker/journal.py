@@ -9,7 +9,8 @@ the page's writes are sent, so no write can exist without its entry. Each line i
 
 in wire format: ``b`` is the item as read (null when copying into a destination,
 where the run wrote items that were not there), ``a`` digests each attribute of
-the item as written (null for a delete). A page that is written again after
+the item as written (null for a delete; "" for an attribute written as it was
+read, whose digest the rollback takes from ``b``). A page that is written again after
 conflicts (conditional mode) rewrites its object before the new writes, without
 the entries whose writes were refused, so the object always holds each key's
 latest intended write.
@@ -46,26 +47,34 @@ LEVEL = 1
 
 WireItem = dict[str, Any]
 Digest = dict[str, str]
+#: The digest of an attribute written as it was read: the rollback takes it from the before-image.
+SAME = ""
 
 
-def _canonical(value: Mapping[str, Any]) -> Any:
-    """A wire value in one spelling: numbers normalized, sets sorted, binary as base64."""
+def _canonical(value: Mapping[str, Any]) -> str:
+    """A wire value in one spelling (numbers normalized, sets sorted, binary as base64), self-delimiting."""
     ((tag, raw),) = value.items()
+    if tag == "S":
+        return f"S{len(raw)}:{raw}"
     if tag == "N":
-        return ["N", _number(raw)]
-    if tag == "B":
-        return ["B", _b64(raw)]
-    if tag == "SS":
-        return ["SS", sorted(raw)]
-    if tag == "NS":
-        return ["NS", sorted(_number(n) for n in raw)]
-    if tag == "BS":
-        return ["BS", sorted(_b64(b) for b in raw)]
+        return "N" + _number(raw)
     if tag == "M":
-        return ["M", [[name, _canonical(v)] for name, v in sorted(raw.items())]]
+        return "M{" + "".join(f"{len(k)}:{k}={_canonical(v)};" for k, v in sorted(raw.items())) + "}"
     if tag == "L":
-        return ["L", [_canonical(v) for v in raw]]
-    return [tag, raw]  # S, BOOL, NULL
+        return "L[" + "".join(_canonical(v) + ";" for v in raw) + "]"
+    if tag == "B":
+        return "B" + _b64(raw)
+    if tag == "BOOL":
+        return "T" if raw else "F"
+    if tag == "NULL":
+        return "0"
+    if tag == "SS":
+        return "SS[" + "".join(f"{len(v)}:{v}" for v in sorted(raw)) + "]"
+    if tag == "NS":
+        return "NS[" + ",".join(sorted(_number(n) for n in raw)) + "]"
+    if tag == "BS":
+        return "BS[" + ",".join(sorted(_b64(b) for b in raw)) + "]"
+    raise ValueError(f"unknown DynamoDB type tag {tag!r}")
 
 
 def _number(raw: str) -> str:
@@ -79,8 +88,7 @@ def _b64(raw: str | bytes) -> str:
 
 def value_digest(value: Mapping[str, Any]) -> str:
     """A short digest of one attribute's value; equal for equal values, however DynamoDB spells them."""
-    text = json.dumps(_canonical(value), separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    return hashlib.blake2b(_canonical(value).encode(), digest_size=8).hexdigest()
 
 
 def item_digest(item: Mapping[str, Any] | None) -> Digest | None:
@@ -91,8 +99,25 @@ def item_digest(item: Mapping[str, Any] | None) -> Digest | None:
 
 
 def entry(key: WireItem, before: WireItem | None, after: WireItem | None) -> dict[str, Any]:
-    """One journal line: ``key``, the item as read (``before``) and the digest of what is written (``after``)."""
-    return {"k": key, "b": before, "a": item_digest(after)}
+    """One journal line: ``key``, the item as read (``before``) and the digest of what is written (``after``).
+
+    An attribute written as it was read is digested as ``SAME`` (the rollback
+    digests it from the before-image): a transform that changes one attribute
+    of twenty digests one.
+    """
+    if after is None:
+        return {"k": key, "b": before, "a": None}
+    kept = before or {}
+    return {"k": key, "b": before, "a": {n: SAME if kept.get(n) == v else value_digest(v) for n, v in after.items()}}
+
+
+def after_digest(record: Mapping[str, Any]) -> Digest | None:
+    """The digest of what a journal entry's write left (``SAME`` attributes digested from its before-image)."""
+    after: Digest | None = record["a"]
+    if after is None:
+        return None
+    before = record["b"] or {}
+    return {name: value_digest(before[name]) if digest == SAME else digest for name, digest in after.items()}
 
 
 def entry_for(

@@ -100,7 +100,7 @@ class Decision:
 
 def decide(record: Mapping[str, Any], current: WireItem | None) -> Decision:
     """Compare the item as it is now with the journal entry ``record``."""
-    key, before, after = record["k"], record["b"], record["a"]
+    key, before, after = record["k"], record["b"], journal.after_digest(record)
     seen = journal.item_digest(current)
     if seen == after:
         if before is None:

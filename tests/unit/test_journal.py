@@ -47,6 +47,7 @@ def test_each_entry_is_restored_recreated_deleted_left_or_reported():
     before = {**KEY, "v": {"N": "1"}}
     after = {**KEY, "v": {"N": "2"}, "new": {"BOOL": True}}
     update = journal.entry(KEY, before, after)
+    assert update["a"]["pk"] == journal.SAME and update["a"]["v"] != journal.SAME  # unchanged: digested at rollback
     assert decide(update, after).action == "restore"
     assert decide(update, before).action == "already"
     changed = decide(update, {**after, "v": {"N": "9"}})
