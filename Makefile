@@ -62,6 +62,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 bench: setup $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.live_view
+	$(BIN)/python -m bench.journal
 
 sandbox-up: setup
 	@$(BIN)/ddbnb sandbox up

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, SOURCE, WARM, WARM_ITEMS, Bench, _check
-from ddbnb.emulation.demo import create_demo_table
+from bench.run import RESULTS, SOURCE, Bench, _check
 
 TARGETS = {"journal / no journal": 0.85, "rollback / migration": 0.8}
 ROUNDS = 2
@@ -40,11 +39,7 @@ def main() -> None:
     rates: dict[str, dict[str, list[float]]] = {m: {"journal": [], "no journal": [], "rollback": []} for m in MODES}
     busy: list[float] = []
     try:
-        create_demo_table(WARM, replace=True)  # what Bench.restore warms the JVM up with
-        bench.run("write", "--table", WARM, "--items", str(WARM_ITEMS), "--processes", "4", "--threads", "8")
-        create_demo_table(SOURCE, replace=True)
-        bench.run("write", "--table", SOURCE, "--items", str(items), "--processes", "4", "--threads", "8")
-        bench.snapshot()
+        bench.seed_source()
         for round_ in range(ROUNDS):
             for mode in MODES:
                 order = ("journal", "no journal") if round_ % 2 == 0 else ("no journal", "journal")

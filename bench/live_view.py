@@ -14,8 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.run import RESULTS, SOURCE, WARM, WARM_ITEMS, Bench, _check
-from ddbnb.emulation.demo import create_demo_table
+from bench.run import RESULTS, SOURCE, Bench, _check
 
 #: Target: items/s with the live view over items/s without it.
 TARGET = 0.95
@@ -27,11 +26,7 @@ def main() -> None:
     bench = Bench(items)
     started = time.perf_counter()
     try:
-        create_demo_table(WARM, replace=True)  # what Bench.restore warms the JVM up with
-        bench.run("write", "--table", WARM, "--items", str(WARM_ITEMS), "--processes", "4", "--threads", "8")
-        create_demo_table(SOURCE, replace=True)
-        bench.run("write", "--table", SOURCE, "--items", str(items), "--processes", "4", "--threads", "8")
-        bench.snapshot()
+        bench.seed_source()
         rates: dict[str, list[float]] = {"off": [], "widget": []}
         for _ in range(ROUNDS):
             for view in rates:

@@ -74,6 +74,14 @@ class Bench:
         os.environ.pop("AWS_PROFILE", None)
         self.dynamodb = boto3.client("dynamodb")
 
+    def seed_source(self) -> None:
+        """Warm the JVM up, seed the source table with the bench's items, and snapshot it for restore()."""
+        create_demo_table(WARM, replace=True)  # what restore() warms the JVM up with
+        self.run("write", "--table", WARM, "--items", str(WARM_ITEMS), "--processes", "4", "--threads", "8")
+        create_demo_table(SOURCE, replace=True)
+        self.run("write", "--table", SOURCE, "--items", str(self.items), "--processes", "4", "--threads", "8")
+        self.snapshot()
+
     def snapshot(self) -> None:
         self.server.stop()
         shutil.copytree(self.db, self.workdir / "snapshot")

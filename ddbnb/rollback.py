@@ -74,11 +74,7 @@ def rollback(
     params.check_bool("progress", progress)
     params.check_choice("engine", engine, params.ENGINES)
     params.check_choice("write_mode", write_mode, params.WRITE_MODES)
-    params.check_int("max_concurrency", max_concurrency, 0, 10_000)
-    rate = params.check_rate("rate_limit", rate_limit)
-    share = params.check_share("capacity_share", capacity_share)
-    params.check_rate("max_read_units", max_read_units)
-    params.check_rate("max_write_units", max_write_units)
+    rate, share = params.check_limits(max_concurrency, rate_limit, capacity_share, max_read_units, max_write_units)
     if not str(run_dir):
         raise InvalidParameterError("run_dir", run_dir, "the run folder 03_migrate wrote (it prints it)")
     folder = Path(run_dir)

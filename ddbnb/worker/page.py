@@ -116,6 +116,37 @@ class PageWriter:
         self.write_bucket.throttled()
         self.write_bucket.acquire(refused * self.units_per_item)
 
+    def send_requests(self, requests: Sequence[Request], pool: ThreadPoolExecutor) -> WriteOutcome:
+        """Send BatchWriteItem requests to the target, 25 a call on ``pool``, each call paced; one outcome."""
+        chunks = [list(requests[i : i + BATCH_SIZE]) for i in range(0, len(requests), BATCH_SIZE)]
+
+        def one(chunk: list[Request]) -> WriteOutcome:
+            outcome: WriteOutcome = self.paced(
+                len(chunk),
+                lambda: write_batch(self.dynamodb, self.target, chunk, self.backoff),
+                lambda: WriteOutcome(stalled=list(chunk)),
+            )
+            return outcome
+
+        outcome = WriteOutcome()
+        for part in pool.map(one, chunks):
+            outcome.add(part)
+        return outcome
+
+    def send_guarded(self, writes: Sequence[Guarded], pool: ThreadPoolExecutor) -> list[GuardedOutcome]:
+        """Send conditional writes, 25 a call on ``pool``, each call paced; one outcome per call."""
+        chunks = [list(writes[i : i + BATCH_SIZE]) for i in range(0, len(writes), BATCH_SIZE)]
+
+        def one(chunk: list[Guarded]) -> GuardedOutcome:
+            outcome: GuardedOutcome = self.paced(
+                len(chunk),
+                lambda: write_guarded(self.dynamodb, chunk, self.backoff),
+                lambda: GuardedOutcome(stalled=list(chunk)),
+            )
+            return outcome
+
+        return list(pool.map(one, chunks))
+
     def past_deadline(self) -> bool:
         """Whether the deadline has passed: no more write calls start."""
         return self.deadline is not None and time.time() > self.deadline
@@ -174,19 +205,7 @@ class PageWriter:
                 entries.append(self._entry(raw, verdict.wire if verdict.action == PUT else None))
         if self.journal is not None and entries:
             self.journal.write(self.journal.new_name(), entries)  # before any of the page's writes
-        chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
-
-        def one(chunk: list[Request]) -> WriteOutcome:
-            outcome: WriteOutcome = self.paced(
-                len(chunk),
-                lambda: write_batch(self.dynamodb, self.target, chunk, self.backoff),
-                lambda: WriteOutcome(stalled=list(chunk)),
-            )
-            return outcome
-
-        outcome = WriteOutcome()
-        for part in pool.map(one, chunks):
-            outcome.add(part)
+        outcome = self.send_requests(requests, pool)
         tally.written += outcome.puts
         tally.deleted += outcome.deletes
         tally.write_units += outcome.write_units
@@ -246,18 +265,8 @@ class PageWriter:
             if not writes:
                 return
             journaled.record(writes)  # before this round's writes
-            chunks = [writes[i : i + BATCH_SIZE] for i in range(0, len(writes), BATCH_SIZE)]
-
-            def one(chunk: list[Guarded]) -> GuardedOutcome:
-                outcome: GuardedOutcome = self.paced(
-                    len(chunk),
-                    lambda: write_guarded(self.dynamodb, chunk, self.backoff),
-                    lambda: GuardedOutcome(stalled=list(chunk)),
-                )
-                return outcome
-
             conflicts: list[Guarded] = []
-            for outcome in pool.map(one, chunks):
+            for outcome in self.send_guarded(writes, pool):
                 tally.write_units += outcome.write_units
                 tally.throttled += outcome.throttled
                 tally.stalled = tally.stalled or bool(outcome.stalled)

@@ -94,3 +94,15 @@ def check_attribute(name: str, value: Any) -> str:
 def check_total_segments(value: Any) -> int:
     """Return a valid TotalSegments for a parallel scan."""
     return check_int("total_segments", value, 1, MAX_TOTAL_SEGMENTS)
+
+
+def check_limits(
+    max_concurrency: Any, rate_limit: Any, capacity_share: Any, max_read_units: Any, max_write_units: Any
+) -> tuple[float, float]:
+    """Check a run's limits (a migration's or a rollback's); return the rate limit and the capacity share."""
+    check_int("max_concurrency", max_concurrency, 0, 10_000)
+    rate = check_rate("rate_limit", rate_limit)
+    share = check_share("capacity_share", capacity_share)
+    check_rate("max_read_units", max_read_units)
+    check_rate("max_write_units", max_write_units)
+    return rate, share

@@ -38,12 +38,10 @@ from ddbnb.worker import journal, params
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.conditional import (
     Guarded,
-    GuardedOutcome,
     TooManyGuardsError,
     delete_statement,
     insert_statement,
     update_statement,
-    write_guarded,
 )
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.items import deserialize
@@ -52,13 +50,10 @@ from ddbnb.worker.segment import MAX_STALLS, WRITE_THREADS, now, start_result
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.wire import WireClient, shared_client
 from ddbnb.worker.writes import (
-    BATCH_SIZE,
     Backoff,
     Request,
-    WriteOutcome,
     consumed_units,
     retry_until_stalled,
-    write_batch,
 )
 
 OPERATION = "rollback"
@@ -186,8 +181,9 @@ class _Rollback:
             left: list[WireItem] = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
             return left
 
-        for start in range(0, len(keys), READ_BATCH):
-            stalled, throttled = retry_until_stalled(list(keys[start : start + READ_BATCH]), send, self.read_backoff)
+        unique = list({_key_text(key, self.keys): key for key in keys}.values())  # BatchGetItem refuses repeats
+        for start in range(0, len(unique), READ_BATCH):
+            stalled, throttled = retry_until_stalled(unique[start : start + READ_BATCH], send, self.read_backoff)
             tally.throttled += throttled
             if stalled:
                 return None
@@ -225,17 +221,7 @@ class _Rollback:
                 writes.append(_guarded_write(self.table, self.keys, decision))
             except TooManyGuardsError as exc:
                 tally.failures.append((decision.key, f"invalid_write: {exc}"))
-        chunks = [writes[i : i + BATCH_SIZE] for i in range(0, len(writes), BATCH_SIZE)]
-
-        def one(chunk: list[Guarded]) -> GuardedOutcome:
-            outcome: GuardedOutcome = self.writer.paced(
-                len(chunk),
-                lambda: write_guarded(self.dynamodb, chunk, self.writer.backoff),
-                lambda: GuardedOutcome(stalled=list(chunk)),
-            )
-            return outcome
-
-        for outcome in pool.map(one, chunks):
+        for outcome in self.writer.send_guarded(writes, pool):
             tally.write_units += outcome.write_units
             tally.throttled += outcome.throttled
             tally.stalled = tally.stalled or bool(outcome.stalled)
@@ -257,19 +243,7 @@ class _Rollback:
             )
             kinds[id(request)] = decision
             requests.append(request)
-        chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
-
-        def one(chunk: list[Request]) -> WriteOutcome:
-            outcome: WriteOutcome = self.writer.paced(
-                len(chunk),
-                lambda: write_batch(self.dynamodb, self.table, chunk, self.writer.backoff),
-                lambda: WriteOutcome(stalled=list(chunk)),
-            )
-            return outcome
-
-        outcome = WriteOutcome()
-        for part in pool.map(one, chunks):
-            outcome.add(part)
+        outcome = self.writer.send_requests(requests, pool)
         tally.write_units += outcome.write_units
         tally.throttled += outcome.throttled
         tally.stalled = bool(outcome.stalled)
