@@ -197,6 +197,8 @@ def migrate(
     }
     previous = _previous_summary(folder)
     unfinished = _unfinished(plan, folder, previous)
+    if not unfinished and not (plan.engine == "aws" and previous.get("status") == "RUNNING"):  # a new run here
+        _check_earlier_journal(plan, folder, boto3_session)
     if not unfinished:
         shutil.rmtree(folder / FAILURES, ignore_errors=True)  # the log of an earlier, finished run
         checkpoints.clear(folder)
@@ -256,6 +258,30 @@ def recorded_plan(folder: Path) -> dict[str, Any]:
     """What plan.json in ``folder`` records of its run (empty when there is none)."""
     path = folder / PLAN_FILE
     return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def _check_earlier_journal(plan: Plan, folder: Path, boto3_session: boto3.Session | None) -> None:
+    """Refuse a new run in a folder whose journal an earlier run left, unless it journals beside it exactly.
+
+    A rollback undoes each segment's journal newest first, segments side by
+    side; that order is exact only while every run in the folder cuts the table
+    the same way (a key stays in one segment), on the local engine (one journal).
+    """
+    recorded = recorded_plan(folder)
+    location = str(recorded.get("journal_to") or "")
+    if not location or not journal.totals(location, boto3_session)["objects"]:
+        return
+    total = recorded.get("total_segments")
+    if plan.journal and plan.engine == recorded.get("engine") == "local" and plan.total_segments == total:
+        return
+    raise DdbnbError(
+        f"{folder} holds the journal of an earlier run ({location}), which ddbnb.rollback(run_dir) undoes. "
+        f"A new run in this folder must journal beside it: engine='local', total_segments={total}, journal=True. "
+        "Otherwise use a new run_dir (and run 02 there), or delete that journal if the earlier run will never "
+        "be rolled back.",
+        run_dir=str(folder),
+        journal=location,
+    )
 
 
 def _journal_location(plan: Plan, folder: Path) -> str:

@@ -148,9 +148,16 @@ def _split(target: str) -> tuple[str, str]:
 
 
 def encode(entries: list[dict[str, Any]]) -> bytes:
-    """One journal object's body: the entries as gzipped JSON lines."""
-    text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
+    """One journal object's body: the entries as gzipped JSON lines (binary as base64, as the wire carries it)."""
+    text = "".join(json.dumps(e, separators=(",", ":"), default=_binary) + "\n" for e in entries)
     return gzip.compress(text.encode(), compresslevel=LEVEL)
+
+
+def _binary(value: Any) -> str:
+    """Binary values from boto3's own client (bytes), as the wire format spells them."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 class JournalWriter:
@@ -162,11 +169,15 @@ class JournalWriter:
         self.session = boto3_session
         self.objects = 0
         self.bytes = 0
+        self.named = 0
 
     def new_name(self) -> str:
-        """A name that sorts after every earlier one of this segment (UTC microseconds, then a random tag)."""
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
-        return f"{stamp}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        """A name that sorts after every earlier one of this segment: UTC to the microsecond, this writer's
+        count, then a random tag (two invocations of one segment never run at once)."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.6f}"[1:]
+        self.named += 1
+        return f"{stamp}-{self.named:06d}-{uuid.uuid4().hex[:8]}{SUFFIX}"
 
     def write(self, name: str, entries: list[dict[str, Any]]) -> None:
         """Write (or rewrite) object ``name`` with ``entries``; return once it is durable."""

@@ -81,7 +81,7 @@ def set_attribute(client: Any, table: str, key: dict[str, Any], name: str, value
 
 
 def migrate(table: str, run_dir: Path, mode: str = "batch", transform: str = "reshape", **plan: Any) -> dict[str, Any]:
-    planned = ddbnb.plan_migration(table, spec(transform), write_mode=mode, total_segments=3, **plan)
+    planned = ddbnb.plan_migration(table, spec(transform), write_mode=mode, **{"total_segments": 3, **plan})
     summary = ddbnb.migrate(planned, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
     assert summary is not None and summary["status"] == "SUCCEEDED"
     return summary
@@ -92,6 +92,8 @@ def test_a_rollback_gives_back_the_table_exactly_every_type_and_big_item_include
     table = create_table(dynamodb)
     put_items(dynamodb, table, [every_type_item(i) for i in range(120)])
     original = snapshot(dynamodb, table)
+    report = ddbnb.dry_run(table, spec("reshape"), 40)  # binary values too, as boto3's own client reads them
+    assert report.estimate.journal_bytes > 0
     summary = migrate(table, tmp_path, mode)
     assert (summary["written"], summary["deleted"]) == (60, 30)
     assert summary["journal"]["objects"] >= 3 and summary["journal"]["bytes"] > 0
@@ -269,8 +271,12 @@ def test_a_sigkill_after_a_journal_write_leaves_no_written_item_without_its_befo
     assert changed <= set(before_images)
     assert all(before_images[key] == original[key] for key in changed)
 
-    # The run goes on in the same folder (a new run there keeps the journal), then it is rolled back whole.
-    migrate(table, run_dir, transform="set_flag")
+    # The run goes on in the same folder, cut the same way (it journals beside the first), then it is rolled
+    # back whole: newest first, so each item goes back to what it was before either run.
+    (run_dir / "plan.json").write_text(json.dumps({"engine": "local", "total_segments": 1, "journal_to": source}))
+    with pytest.raises(DdbnbError, match="total_segments=1"):  # cut another way, the undo order would not hold
+        migrate(table, run_dir, transform="set_flag")
+    migrate(table, run_dir, transform="set_flag", total_segments=1)
     summary = ddbnb.rollback(run_dir, execute=True, progress=False)
     assert summary["written"] == 400 and summary["conflicts"] == 0
     assert snapshot(dynamodb, table) == original
@@ -359,3 +365,45 @@ def test_the_cli_previews_and_rolls_back_through_the_notebook(make_table, dynamo
     nowhere = subprocess.run([ddbnb_cli, "rollback", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert nowhere.returncode == 2 and nowhere.stderr.count("\n") == 1 and "is not a folder" in nowhere.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_rollback_under_throttling_and_unprocessed_keys_still_restores_every_item(
+    make_table, dynamodb, session, tmp_path
+):
+    from tests.functional.test_faults import PartialWrites, Throttle, _response
+
+    table = make_table([simple_item(i) for i in range(120)])
+    original = snapshot(dynamodb, table)
+    migrate(table, tmp_path, transform="set_flag")
+    unprocessed = {"calls": 0}
+
+    def nothing_processed(params: dict[str, Any], **_: Any) -> Any:  # DynamoDB read none of the keys this time
+        unprocessed["calls"] += 1
+        if unprocessed["calls"] > 2:
+            return None
+        ((name, wanted),) = json.loads(params["body"])["RequestItems"].items()
+        return _response(200, {"Responses": {name: []}, "UnprocessedKeys": {name: wanted}})
+
+    session.events.register("before-call.dynamodb.BatchGetItem", Throttle(times=2))
+    session.events.register("before-call.dynamodb.BatchGetItem", nothing_processed)
+    session.events.register("before-call.dynamodb.BatchExecuteStatement", Throttle(times=3))
+    session.events.register("before-call.dynamodb.BatchWriteItem", PartialWrites(times=3))
+    source = str(tmp_path / journal.FOLDER)
+    throttled = written = 0
+    for mode, segments in (("conditional", journal.segments(source)[:2]), ("batch", journal.segments(source)[2:])):
+        for segment in segments:
+            event = {
+                "operation": "rollback",
+                "table": table,
+                "segment": segment,
+                "total_segments": 3,
+                "write_mode": mode,
+                "rate_limit": 0,
+                "journal": {"from": source, "execute": True},
+            }
+            result = rollback_segment(event, boto3_session=session)
+            assert result["cursor"] is None and result["failed"] == 0
+            throttled += result["throttled"]
+            written += result["written"]
+    assert written == 120 and throttled >= 5
+    assert snapshot(dynamodb, table) == original

@@ -77,3 +77,11 @@ def test_an_object_is_gzipped_json_lines_that_read_back_in_order(tmp_path):
     assert not list(tmp_path.glob("segment-3/*.tmp"))
     sizes = sum(path.stat().st_size for path in tmp_path.glob("segment-3/*"))
     assert journal.totals(str(tmp_path)) == {"objects": 2, "bytes": sizes}
+
+
+def test_binary_from_boto3s_own_client_is_kept_as_the_wire_spells_it(tmp_path):
+    read_by_boto3 = {"pk": {"S": "a"}, "raw": {"B": b"\x00\xff"}, "set": {"BS": [b"\x01"]}}
+    wire = {"pk": {"S": "a"}, "raw": {"B": "AP8="}, "set": {"BS": ["AQ=="]}}
+    body = journal.encode([journal.entry({"pk": {"S": "a"}}, read_by_boto3, None)])
+    (decoded,) = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert decoded["b"] == wire and journal.item_digest(read_by_boto3) == journal.item_digest(wire)
