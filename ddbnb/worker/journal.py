@@ -2,8 +2,8 @@
 
 Only the standard library and boto3: this module ships inside the Lambda package.
 
-One object per page, gzipped JSON lines, written (and on disk, fsynced) before
-the page's writes are sent, so no write can exist without its entry. Each line is
+One object per page, gzipped JSON lines, written (on disk: fsynced, renamed into
+place, and the folder fsynced) before the page's writes are sent, so no write can exist without its entry. Each line is
 
     {"k": key, "b": before-image or null, "a": {attribute: digest} or null}
 
@@ -195,8 +195,23 @@ class JournalWriter:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, final)
+            _sync_folder(final.parent)  # the new name too: a power cut must not lose the entry before the write
         self.objects += 1
         self.bytes += len(body)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so a file renamed into it survives a power cut (where the platform allows it)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # a folder some file systems will not fsync
+    finally:
+        os.close(descriptor)
 
 
 def segments(source: str, boto3_session: boto3.Session | None = None) -> list[int]:
