@@ -296,7 +296,7 @@ def dry_run(
             counts["changed"] += 1
             written_bytes += verdict.size
             in_place = not destination_table_name
-            journaled.append(journal.entry_for(raw, verdict.wire, facts.key_names, list(plan.target_keys), in_place))
+            journaled.append(journal.entry_for(raw, verdict.wire, facts.key_names, plan.target_keys, in_place))
             if verdict.size > NEAR_LIMIT_BYTES:
                 findings.append(_finding(key, "near_limit", f"{verdict.size:,} bytes"))
             if not _idempotent(func, verdict):

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from ddbnb.control.deploy import stack_outputs
+from ddbnb.control.deploy import stack_outputs, table_differences
 from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.local import run_local, session_args
 from ddbnb.engines.resultwriter import write_results
@@ -184,12 +184,7 @@ def _run_aws(
     """Run the rollback on the stack's state machine; fetch its results and logs into ``out``."""
     stack = stack_name or recorded.get("stack_name") or ""
     outputs = stack_outputs(stack, boto3_session)
-    differences = []
-    if outputs.get("SourceTableName") != recorded["table"]:
-        differences.append(f"it reads {outputs.get('SourceTableName')!r}, the run {recorded['table']!r}")
-    if (outputs.get("DestinationTableName") or None) != (recorded.get("destination") or None):
-        deployed, ran = outputs.get("DestinationTableName"), recorded.get("destination")
-        differences.append(f"it writes {deployed!r}, the run {ran!r}")
+    differences = table_differences(outputs, recorded["table"], recorded.get("destination"))
     if differences:
         raise StaleStackError(stack, differences)
     name = execution_name(out.name)

@@ -181,6 +181,12 @@ def stack_differences(outputs: dict[str, str], transform: str, table_name: str, 
             f"its code is {outputs.get('CodeKey') or 'unknown'}, but {transform} builds {key} "
             "(the transform or ddbnb changed since the deploy)"
         )
+    return differences + table_differences(outputs, table_name, destination)
+
+
+def table_differences(outputs: dict[str, str], table_name: str, destination: str | None) -> list[str]:
+    """What differs between the tables a deployed stack (its ``outputs``) reads and writes and a plan's."""
+    differences = []
     if outputs.get("SourceTableName") != table_name:
         differences.append(f"it reads {outputs.get('SourceTableName')!r}, the plan {table_name!r}")
     deployed = outputs.get("DestinationTableName") or ""

@@ -30,7 +30,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def after_digest(record: Mapping[str, Any]) -> Digest | None:
 
 
 def entry_for(
-    raw: WireItem, written: WireItem | None, key_names: Sequence[str], target_keys: Sequence[str], in_place: bool
+    raw: WireItem, written: WireItem | None, key_names: Iterable[str], target_keys: Iterable[str], in_place: bool
 ) -> dict[str, Any]:
     """The entry of one write of a run: in place, ``raw``'s key and ``raw`` as the before-image;
     into a destination, the written item's key and no before-image (``written`` is never None there)."""

@@ -248,7 +248,7 @@ class PageWriter:
         """The journal entry of one write: ``raw`` as read, and ``written`` (None for a delete)."""
         if written is not None and self.in_place and self.mode == "conditional" and self.version_attribute:
             written = {**written, self.version_attribute: next_version(raw, self.version_attribute)}
-        return entry_for(raw, written, self.keys, list(self.target_keys), self.in_place)
+        return entry_for(raw, written, self.keys, self.target_keys, self.in_place)
 
     def _conditional(self, items: Sequence[WireItem], tally: PageTally, pool: ThreadPoolExecutor) -> None:
         writes = [w for w in (self.guarded(raw, tally) for raw in items) if w is not None]

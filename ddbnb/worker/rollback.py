@@ -281,8 +281,7 @@ def _key_text(item: Mapping[str, Any], names: Sequence[str]) -> str:
 
 
 def _key_of(write: Guarded, names: Sequence[str]) -> WireItem:
-    item = write.raw if write.kind != "recreate" else (write.new or {})
-    return {name: item[name] for name in names}
+    return {name: write.raw[name] for name in names}  # raw: the item as read now, or (re-creating) its key
 
 
 def _guarded_write(table: str, keys: Sequence[str], decision: Decision) -> Guarded:
