@@ -282,13 +282,82 @@ class RunIncompleteError(DdbnbError):
     """A migration finished, but some items or segments were not migrated."""
 
     def __init__(self, run_dir: str, failed_items: int, failed_segments: int) -> None:
+        where = []
+        if failed_items:
+            where.append(
+                f"every failed item's key and reason is in {run_dir}/failures/ (ddbnb.load_failures(run_dir); "
+                "04_results lists them); fix the cause, then ddbnb.retry_failed(run_dir) writes exactly those items"
+            )
+        if failed_segments:
+            where.append(
+                f"each failed segment's error is in {run_dir}/FAILED_0.json (04_results shows it); run 03 again with "
+                "this run_dir (aws engine: ddbnb.redrive(run_dir)) to go on from where they stopped"
+            )
         super().__init__(
-            f"The run finished with {failed_items} failed item(s) and {failed_segments} "
-            f"failed segment(s); everything else was migrated. The keys and errors are "
-            f"in {run_dir}/SUCCEEDED_0.json and FAILED_0.json (see 04_results).",
+            f"The run finished with {failed_items} failed item(s) and {failed_segments} failed segment(s); "
+            f"everything else was done. " + "; ".join(where) + ".",
             run_dir=run_dir,
             failed_items=failed_items,
             failed_segments=failed_segments,
+        )
+
+
+class WriteRefusedError(DdbnbError):
+    """DynamoDB refused a write for a reason every write would meet (access denied, a missing table)."""
+
+    def __init__(self, table_name: str, code: str, reason: str) -> None:
+        super().__init__(
+            f"DynamoDB refused a write to {table_name!r} with {code}: {reason}. Every other write would meet it, "
+            "so the run stops here. Check the table's name and region, and that the role may write it (PartiQL "
+            "writes need dynamodb:PartiQLUpdate, PartiQLInsert and PartiQLDelete; the item API UpdateItem, "
+            "PutItem and DeleteItem).",
+            table_name=table_name,
+            code=code,
+            reason=reason,
+        )
+
+
+class JournalMissingError(DdbnbError):
+    """A run wrote items, but the journal its folder records cannot be found: nothing can be rolled back."""
+
+    def __init__(self, run_dir: str, looked_for: str, written: int | None) -> None:
+        wrote = f"wrote {written:,} item(s)" if written is not None else "may have written items"
+        super().__init__(
+            f"The run in {run_dir} {wrote}, but its journal is not at {looked_for}. Nothing was rolled back. "
+            "Put the journal folder back there (a run folder keeps it in journal/; on AWS it is in the results "
+            "bucket until ResultsRetentionDays), or restore the table with point-in-time recovery.",
+            run_dir=run_dir,
+            looked_for=looked_for,
+            written=written,
+        )
+
+
+class RunFolderBusyError(DdbnbError):
+    """Another run, resume, retry or rollback holds the run folder."""
+
+    def __init__(self, run_dir: str, holder: dict[str, Any]) -> None:
+        super().__init__(
+            f"{run_dir} is in use: a {holder.get('operation', 'run')} started {holder.get('started_at', '?')} "
+            f"by pid {holder.get('pid', '?')} on {holder.get('host', '?')} still runs. One run at a time per "
+            f"folder: wait for it, or stop it (ddbnb stop {run_dir}). If that process is gone for sure, delete "
+            f"{run_dir}/run.lock.",
+            run_dir=run_dir,
+            holder=holder,
+        )
+
+
+class PlanChangedError(DdbnbError):
+    """A run folder's recorded plan differs from the plan given now."""
+
+    def __init__(self, run_dir: str, differences: list[str], unfinished: bool) -> None:
+        state = "an unfinished run" if unfinished else "a run"
+        super().__init__(
+            f"{run_dir} holds {state} of another plan: {'; '.join(differences)}. A run folder holds one plan, so "
+            "its results, journal and resume stay one run's. Go on with the recorded plan (ddbnb.resume(run_dir), "
+            "or the same parameters), or use a new run_dir (and run 02 there).",
+            run_dir=run_dir,
+            differences=differences,
+            unfinished=unfinished,
         )
 
 

@@ -39,6 +39,7 @@ SYSTEMIC_ERRORS = frozenset(
         "InvalidParameterError",
         "NoCredentialsError",
         "CredentialsExpiredError",
+        "WriteRefusedError",
     }
 )
 SYSTEMIC_CODES = ("AccessDenied", "ResourceNotFoundException", "UnrecognizedClientException", "InvalidSignature")

@@ -4,7 +4,8 @@ Only the standard library and boto3: this module ships inside the Lambda package
 
 The result that Step Functions carries is capped at 256 KiB, so it lists at
 most 100 failures (64 KiB); the ``failed`` count is always exact. Every failure
-also goes to the run's failure log, one JSON line per item, written when an
+also goes to the run's failure log, one JSON line per item (with the key in
+wire format too, so a retry reads exactly that item), written when an
 invocation ends (an invocation that dies is run again from the same cursor, so
 its items are failed and logged again):
 
@@ -25,7 +26,7 @@ from typing import Any
 import boto3
 
 from ddbnb.worker.clients import client
-from ddbnb.worker.items import format_key
+from ddbnb.worker.items import deserialize, format_key
 
 #: At most this many failures are listed per segment in its result.
 MAX_FAILURES = 100
@@ -62,8 +63,9 @@ class FailureLog:
         self._listed_bytes = sum(len(json.dumps(f, default=str)) for f in result[listed])
 
     def entry(self, key: Mapping[str, Any], error: str) -> dict[str, Any]:
-        """The JSON-safe record of one failure."""
-        return {"key": format_key(key), "error": error[:MAX_ERROR_CHARS]}
+        """The JSON-safe record of one failure: the key (``key`` is in wire format) shown plainly, the key
+        as DynamoDB spells it (``wire``: exact, so a retry finds the item), and the error."""
+        return {"key": format_key(deserialize(key)), "wire": dict(key), "error": error[:MAX_ERROR_CHARS]}
 
     def add(self, entries: list[dict[str, Any]]) -> None:
         """Count, list (while there is room) and log ``entries``."""

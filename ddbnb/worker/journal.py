@@ -31,7 +31,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +77,13 @@ def _canonical(value: Mapping[str, Any]) -> str:
     raise ValueError(f"unknown DynamoDB type tag {tag!r}")
 
 
+#: Enough digits for any DynamoDB number (38 significant digits): normalizing never rounds.
+_EXACT = Context(prec=60)
+
+
 def _number(raw: str) -> str:
     number = Decimal(raw)
-    return "0" if number == 0 else str(number.normalize())
+    return "0" if number == 0 else str(number.normalize(_EXACT))
 
 
 def _b64(raw: str | bytes) -> str:

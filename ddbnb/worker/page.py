@@ -21,23 +21,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ddbnb.worker.capacity import Bucket
 from ddbnb.worker.conditional import (
     Guarded,
     GuardedOutcome,
-    TooManyGuardsError,
-    delete_statement,
-    insert_statement,
-    next_version,
+    UnwritableError,
+    delete_write,
+    insert_write,
     read_again,
-    update_statement,
+    update_write,
     write_guarded,
 )
 from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, matches
-from ddbnb.worker.journal import JournalWriter, entry_for
+from ddbnb.worker.journal import JournalWriter, entry, entry_for, item_digest
+from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import BATCH_SIZE, Backoff, Request, WriteOutcome, write_batch
+from ddbnb.worker.writes import BATCH_SIZE, Backoff, Request, WriteOutcome, is_throttle, write_batch
 
 #: How many times an item that keeps changing under the migration is read and written again.
 CONFLICT_ROUNDS = 3
@@ -82,6 +84,7 @@ class PageWriter:
     backoff: Backoff = field(default_factory=Backoff)
     items_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # rate_limit, in items per second
     write_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # write units per second
+    read_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # read units per second (a batch copy's reads)
     deadline: float | None = None  # time.time() after which no write call starts
     units_per_item: float = 1.0  # what the last call consumed per item: the next reservation's estimate
     journal: JournalWriter | None = None  # where each page's before-images go, before its writes
@@ -176,7 +179,7 @@ class PageWriter:
         requests: list[Request] = []
         sources: dict[int, WireItem] = {}
         targets: set[tuple[str, ...]] = set()
-        entries: list[dict[str, Any]] = []
+        written: list[tuple[WireItem, WireItem | None]] = []  # (item as read, item as written), for the journal
         for raw in items:
             verdict = self.judge(raw)
             if verdict.action == PUT:
@@ -201,10 +204,10 @@ class PageWriter:
                 continue
             sources[id(request)] = raw  # its key is taken only if the write fails
             requests.append(request)
-            if self.journal is not None:
-                entries.append(self._entry(raw, verdict.wire if verdict.action == PUT else None))
-        if self.journal is not None and entries:
-            self.journal.write(self.journal.new_name(), entries)  # before any of the page's writes
+            written.append((raw, verdict.wire if verdict.action == PUT else None))
+        if self.journal is not None and written and not self._journal_batch(written, tally):
+            tally.stalled = True  # the destination could not be read: the page is read again later
+            return
         outcome = self.send_requests(requests, pool)
         tally.written += outcome.puts
         tally.deleted += outcome.deletes
@@ -214,6 +217,31 @@ class PageWriter:
         for request, error in outcome.failures:
             tally.failures.append((_key(sources[id(request)], self.keys), f"write_failed: {error}"))
 
+    def _journal_batch(self, written: list[tuple[WireItem, WireItem | None]], tally: PageTally) -> bool:
+        """Journal a batch page before its writes; False when a copy's destination reads stalled.
+
+        In place, the before-image is the item as read. A copy overwrites whatever
+        the destination holds under each key, so it reads those items first and
+        journals them as the before-images (none: the rollback deletes the copy).
+        """
+        assert self.journal is not None
+        if self.in_place:
+            entries = [self._entry(raw, after) for raw, after in written]
+        else:
+            names = list(self.target_keys)
+            keys = [_key(after, names) for _, after in written if after is not None]
+            read = read_items(self.dynamodb, self.target, keys, names, self.read_bucket, self.backoff)
+            tally.throttled += read.throttled
+            if read.stalled:
+                return False
+            entries = [
+                entry(_key(after, names), read.found.get(key_text(after, names)), after)
+                for _, after in written
+                if after is not None
+            ]
+        self.journal.write(self.journal.new_name(), entries)  # before any of the page's writes
+        return True
+
     # -- conditional ---------------------------------------------------------------------------------------
     def guarded(self, raw: WireItem, tally: PageTally) -> Guarded | None:
         """The guarded write ``raw`` needs (None when none), counting what needs none."""
@@ -221,19 +249,16 @@ class PageWriter:
         try:
             if verdict.action == PUT and self.in_place:
                 assert verdict.wire is not None
-                statement = update_statement(self.table, self.keys, raw, verdict.wire, self.version_attribute)
-                if statement is None:
+                write = update_write(self.table, self.keys, raw, verdict.wire, self.version_attribute)
+                if write is None:
                     tally.unchanged += 1
-                    return None
-                return Guarded("update", statement, raw, _key_id(raw, self.keys), verdict.wire)
+                return write
             if verdict.action == PUT:
                 assert verdict.wire is not None
-                target = _key_id(verdict.wire, list(self.target_keys))
-                return Guarded("insert", insert_statement(self.target, verdict.wire), raw, target, verdict.wire)
+                return insert_write(self.target, list(self.target_keys), verdict.wire, raw)
             if verdict.action == DELETE and self.in_place:
-                statement = delete_statement(self.table, self.keys, raw, self.version_attribute)
-                return Guarded("delete", statement, raw, _key_id(raw, self.keys))
-        except TooManyGuardsError as exc:
+                return delete_write(self.table, self.keys, raw, self.version_attribute)
+        except UnwritableError as exc:
             tally.failures.append((_key(raw, self.keys), f"invalid_write: {exc}"))
             return None
         if verdict.action == DELETE:
@@ -246,13 +271,17 @@ class PageWriter:
 
     def _entry(self, raw: WireItem, written: WireItem | None) -> dict[str, Any]:
         """The journal entry of one write: ``raw`` as read, and ``written`` (None for a delete)."""
-        if written is not None and self.in_place and self.mode == "conditional" and self.version_attribute:
-            written = {**written, self.version_attribute: next_version(raw, self.version_attribute)}
         return entry_for(raw, written, self.keys, self.target_keys, self.in_place)
+
+    def _write_entry(self, write: Guarded) -> dict[str, Any]:
+        """The journal entry of a guarded write: a delete's before-image is what it deleted, when it says."""
+        if write.kind == "delete":
+            return self._entry(write.old or write.raw, None)
+        return self._entry(write.raw, write.new)
 
     def _conditional(self, items: Sequence[WireItem], tally: PageTally, pool: ThreadPoolExecutor) -> None:
         writes = [w for w in (self.guarded(raw, tally) for raw in items) if w is not None]
-        journaled = _PageJournal(self.journal, self._entry)
+        journaled = _PageJournal(self.journal, self._write_entry)
         try:
             self._rounds(writes, tally, pool, journaled)
         finally:
@@ -277,8 +306,9 @@ class PageWriter:
                         tally.written += 1
                 for write, error in outcome.failures:
                     tally.failures.append((_key(write.raw, self.keys), f"write_failed: {error}"))
+                journaled.drop([w for w, _ in outcome.failures if w.kind != "delete" or w.old is None])
                 conflicts.extend(outcome.conflicts)
-            journaled.drop(conflicts)  # refused: never written
+            journaled.drop(conflicts)  # refused: never written (unless sent twice: then it stays)
             if tally.stalled:
                 return  # the page is read again; its conflicts with it
             if round_ == CONFLICT_ROUNDS:
@@ -292,39 +322,52 @@ class PageWriter:
                     )
                 return
             writes = [w for w in (self._after_conflict(write, tally) for write in conflicts) if w is not None]
+            if tally.stalled:
+                return
 
     def _after_conflict(self, write: Guarded, tally: PageTally) -> Guarded | None:
-        """Read the item again and decide anew: the write that is still needed, if any."""
-        if write.kind == "insert":
-            assert write.new is not None
-            there = read_again(self.dynamodb, self.target, _key(write.new, list(self.target_keys)))
-            if there is None:
-                return write  # gone meanwhile: insert it again
-            if matches(deserialize(there), write.new):
-                tally.unchanged += 1  # already copied, as it is (a re-run)
-            else:
-                tally.failures.append((_key(write.raw, self.keys), _collision(write.new, self.target_keys)))
+        """Read the item again and decide anew: the write that is still needed, if any.
+
+        A read that stays throttled stalls the page (it is read again later).
+        """
+        try:
+            if write.kind == "insert":
+                assert write.new is not None
+                there = read_again(self.dynamodb, self.target, write.key, self.backoff)
+                if there is None:
+                    return write  # gone meanwhile: insert it again
+                if matches(deserialize(there), write.new):
+                    tally.unchanged += 1  # already copied, as it is (a re-run)
+                else:
+                    tally.failures.append((_key(write.raw, self.keys), _collision(write.new, self.target_keys)))
+                return None
+            tally.conflicts += 1
+            fresh = read_again(self.dynamodb, self.table, write.key, self.backoff)
+        except ClientError as exc:
+            if not is_throttle(exc):
+                raise
+            tally.stalled = True
             return None
-        tally.conflicts += 1
-        fresh = read_again(self.dynamodb, self.table, _key(write.raw, self.keys))
         if fresh is None:
             return None  # deleted meanwhile: it stays deleted
         return self.guarded(fresh, tally)
 
 
 class _PageJournal:
-    """One page's journal object in conditional mode: each key's latest intended write.
+    """One page's journal object in conditional mode: one entry per write, in the order they were made.
 
     Each round's writes are recorded (the object rewritten) before they are
-    sent; writes refused by their condition are dropped, and the object is
-    rewritten without them before the page ends.
+    sent. A write refused for certain changed nothing and is dropped; a write
+    whose call was sent twice (a lost response) may have been applied and
+    stays. Entries are made from the writes when the object is written, so a
+    delete's entry holds what it really deleted.
     """
 
-    def __init__(self, journal: JournalWriter | None, make: Callable[[WireItem, WireItem | None], dict[str, Any]]):
+    def __init__(self, journal: JournalWriter | None, make: Callable[[Guarded], dict[str, Any]]):
         self.journal = journal
         self.make = make
         self.name = journal.new_name() if journal is not None else ""
-        self.entries: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.writes: dict[int, Guarded] = {}
         self.dirty = False
 
     def record(self, writes: Sequence[Guarded]) -> None:
@@ -332,20 +375,25 @@ class _PageJournal:
         if self.journal is None:
             return
         for write in writes:
-            self.entries[write.target_key] = self.make(write.raw, write.new)
-        self.journal.write(self.name, list(self.entries.values()))
-        self.dirty = False
+            self.writes[id(write)] = write
+        self._write()
 
     def drop(self, refused: Sequence[Guarded]) -> None:
-        """Forget writes whose condition failed: they changed nothing."""
+        """Forget writes refused for certain: they changed nothing."""
         for write in refused:
-            self.dirty = self.entries.pop(write.target_key, None) is not None or self.dirty
+            if not write.resent:
+                self.dirty = self.writes.pop(id(write), None) is not None or self.dirty
 
     def settle(self) -> None:
-        """Rewrite the object without the dropped entries."""
-        if self.journal is not None and self.dirty:
-            self.journal.write(self.name, list(self.entries.values()))
-            self.dirty = False
+        """Rewrite the object as the page ended: without the dropped writes, with what deletes deleted."""
+        deleted_more = any(w.old is not None and item_digest(w.old) != item_digest(w.raw) for w in self.writes.values())
+        if self.journal is not None and (self.dirty or deleted_more):
+            self._write()
+
+    def _write(self) -> None:
+        assert self.journal is not None
+        self.journal.write(self.name, [self.make(write) for write in self.writes.values()])
+        self.dirty = False
 
 
 def _collision(new: WireItem, target_keys: Mapping[str, str]) -> str:

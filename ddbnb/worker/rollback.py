@@ -36,29 +36,16 @@ import boto3
 from ddbnb.exceptions import InvalidParameterError, ThrottledError
 from ddbnb.worker import journal, params
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
-from ddbnb.worker.conditional import (
-    Guarded,
-    TooManyGuardsError,
-    delete_statement,
-    insert_statement,
-    update_statement,
-)
+from ddbnb.worker.conditional import Guarded, UnwritableError, delete_write, insert_write, update_write
 from ddbnb.worker.failures import FailureLog
-from ddbnb.worker.items import deserialize
 from ddbnb.worker.page import PageWriter
+from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.segment import MAX_STALLS, WRITE_THREADS, now, start_result
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.wire import WireClient, shared_client
-from ddbnb.worker.writes import (
-    Backoff,
-    Request,
-    consumed_units,
-    retry_until_stalled,
-)
+from ddbnb.worker.writes import Backoff, Request
 
 OPERATION = "rollback"
-#: Keys per BatchGetItem call (DynamoDB's limit).
-READ_BATCH = 100
 #: What a rollback did (or, without execute, would do): restored, re-created and removed items.
 COUNTERS = ("restored", "recreated", "removed")
 #: Why an item whose guarded restore was refused is left alone.
@@ -159,59 +146,44 @@ class _Rollback:
             self.result, settings.get("conflicts_to"), boto3_session, counter="conflicts", listed="conflicted"
         )
 
-    # -- reading -------------------------------------------------------------------------------------------
-    def read_now(self, keys: Sequence[WireItem], tally: _Tally) -> dict[str, WireItem] | None:
-        """The items with ``keys`` as they are now, by key; None when reads stalled under throttling."""
-        found: dict[str, WireItem] = {}
-
-        def send(pending: list[WireItem]) -> list[WireItem]:
-            reserved = float(len(pending))  # a strongly consistent read of an item up to 4 KB
-            self.limits.read.acquire(reserved)
-            payload = {"RequestItems": {self.table: {"Keys": pending, "ConsistentRead": True}}}
-            try:
-                response = self.dynamodb.call("BatchGetItem", {**payload, "ReturnConsumedCapacity": "TOTAL"})
-            except Exception:
-                self.limits.read.settle(reserved, 0)
-                raise
-            units = consumed_units(response)
-            self.limits.read.settle(reserved, units)
-            tally.read_units += units
-            for item in response.get("Responses", {}).get(self.table, []):
-                found[_key_text(item, self.keys)] = item
-            left: list[WireItem] = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-            return left
-
-        unique = list({_key_text(key, self.keys): key for key in keys}.values())  # BatchGetItem refuses repeats
-        for start in range(0, len(unique), READ_BATCH):
-            stalled, throttled = retry_until_stalled(unique[start : start + READ_BATCH], send, self.read_backoff)
-            tally.throttled += throttled
-            if stalled:
-                return None
-        return found
-
     # -- one journal object --------------------------------------------------------------------------------
     def undo_object(self, name: str, pool: ThreadPoolExecutor) -> _Tally:
-        """Decide (and, with execute, carry out) every entry of journal object ``name``."""
+        """Decide (and, with execute, carry out) every entry of journal object ``name``, newest first.
+
+        A key journaled twice in one object (a write sent twice after a lost
+        response, then written again after a conflict) is undone in passes: its
+        newest entry first, against the item as read now, then the older one
+        against the item as that left it.
+        """
         tally = _Tally()
         records = journal.read_object(self.source, self.segment, name, self.session)
         tally.entries = len(records)
-        current = self.read_now([r["k"] for r in records], tally)
-        if current is None:
-            tally.stalled = True
-            return tally
-        for record in records:
-            decision = decide(record, current.get(_key_text(record["k"], self.keys)))
-            if decision.action == "conflict":
-                tally.conflicts.append((decision.key, f"conflict: {decision.reason}; left as it is"))
-            elif decision.action == "already" or not self.execute:
-                tally.done[decision.action] += 1
-            else:
-                tally.decisions.append(decision)
-        if self.execute and tally.decisions:
-            if self.mode == "conditional":
-                self._guarded(tally, pool)
-            else:
-                self._batch(tally, pool)
+        for group in _passes(list(reversed(records)), self.keys):
+            read = read_items(
+                self.dynamodb, self.table, [r["k"] for r in group], self.keys, self.limits.read, self.read_backoff
+            )
+            tally.read_units += read.read_units
+            tally.throttled += read.throttled
+            if read.stalled:
+                tally.stalled = True
+                return tally
+            decisions = []
+            for record in group:
+                decision = decide(record, read.found.get(key_text(record["k"], self.keys)))
+                if decision.action == "conflict":
+                    tally.conflicts.append((decision.key, f"conflict: {decision.reason}; left as it is"))
+                elif decision.action == "already" or not self.execute:
+                    tally.done[decision.action] += 1
+                else:
+                    decisions.append(decision)
+            tally.decisions = decisions
+            if self.execute and decisions:
+                if self.mode == "conditional":
+                    self._guarded(tally, pool)
+                else:
+                    self._batch(tally, pool)
+            if tally.stalled:
+                return tally
         return tally
 
     def _guarded(self, tally: _Tally, pool: ThreadPoolExecutor) -> None:
@@ -219,7 +191,7 @@ class _Rollback:
         for decision in tally.decisions:
             try:
                 writes.append(_guarded_write(self.table, self.keys, decision))
-            except TooManyGuardsError as exc:
+            except UnwritableError as exc:
                 tally.failures.append((decision.key, f"invalid_write: {exc}"))
         for outcome in self.writer.send_guarded(writes, pool):
             tally.write_units += outcome.write_units
@@ -272,31 +244,41 @@ class _Rollback:
         result["scanned"] += tally.entries
         result["pages"] += 1
         result["stalls"] = 0
-        self.failures.add([self.failures.entry(deserialize(key), error) for key, error in tally.failures])
-        self.conflicts.add([self.conflicts.entry(deserialize(key), reason) for key, reason in tally.conflicts])
+        self.failures.add([self.failures.entry(key, error) for key, error in tally.failures])
+        self.conflicts.add([self.conflicts.entry(key, reason) for key, reason in tally.conflicts])
 
 
-def _key_text(item: Mapping[str, Any], names: Sequence[str]) -> str:
-    return journal.value_digest({"L": [item[name] for name in names]})
+def _passes(records: list[dict[str, Any]], names: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """``records`` (newest first) in groups with each key once; a key's older entries in later groups."""
+    passes: list[list[dict[str, Any]]] = []
+    seen: list[set[str]] = []
+    for record in records:
+        key = key_text(record["k"], names)
+        depth = next((i + 1 for i in range(len(seen) - 1, -1, -1) if key in seen[i]), 0)
+        if depth == len(passes):
+            passes.append([])
+            seen.append(set())
+        passes[depth].append(record)
+        seen[depth].add(key)
+    return passes
 
 
 def _key_of(write: Guarded, names: Sequence[str]) -> WireItem:
-    return {name: write.raw[name] for name in names}  # raw: the item as read now, or (re-creating) its key
+    return {name: write.key[name] for name in names}
 
 
 def _guarded_write(table: str, keys: Sequence[str], decision: Decision) -> Guarded:
     """The conditional write that carries out ``decision``, guarded by the item as read now."""
-    key_id = (_key_text(decision.key, keys),)
     if decision.action == "recreate":
         assert decision.before is not None
-        return Guarded("recreate", insert_statement(table, decision.before), decision.key, key_id, decision.before)
+        return insert_write(table, keys, decision.before, kind="recreate")
     assert decision.now is not None
     if decision.action == "delete":
-        return Guarded("delete", delete_statement(table, keys, decision.now), decision.now, key_id)
+        return delete_write(table, keys, decision.now)
     assert decision.before is not None
-    statement = update_statement(table, keys, decision.now, decision.before)
-    assert statement is not None  # the item differs from its before-image, or it would be "already"
-    return Guarded("restore", statement, decision.now, key_id, decision.before)
+    write = update_write(table, keys, decision.now, decision.before, kind="restore")
+    assert write is not None  # the item differs from its before-image, or it would be "already"
+    return write
 
 
 def rollback_segment(

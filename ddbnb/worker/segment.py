@@ -40,11 +40,11 @@ from botocore.exceptions import ClientError
 from ddbnb.exceptions import ThrottledError, TransformFailingError
 from ddbnb.worker import params
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
-from ddbnb.worker.conditional import read_again
 from ddbnb.worker.failures import FailureLog
-from ddbnb.worker.items import deserialize
+from ddbnb.worker.items import deserialize, format_key
 from ddbnb.worker.journal import JournalWriter
 from ddbnb.worker.page import PageTally, PageWriter
+from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import shared_client
@@ -69,6 +69,7 @@ COUNTERS = (
     "stalls",
     "journal_objects",
     "journal_bytes",
+    "missing",
 )
 
 
@@ -79,7 +80,7 @@ def validate_event(event: Mapping[str, Any]) -> None:
         params.check_table_name("destination", event.get("destination"))
     total = params.check_total_segments(event.get("total_segments"))
     params.check_int("segment", event.get("segment"), 0, total - 1)
-    params.check_choice("write_mode", event.get("write_mode", "batch"), params.WRITE_MODES)
+    params.check_choice("write_mode", event.get("write_mode", "conditional"), params.WRITE_MODES)
     params.check_attribute("version_attribute", event.get("version_attribute") or "")
     params.check_rate("rate_limit", event.get("rate_limit", 0))
     params.check_rate("read_units_per_s", event.get("read_units_per_s") or 0)
@@ -137,11 +138,12 @@ class _Segment:
             keys=source.key_names,
             target=target,
             target_keys=target_facts.key_schema,
-            mode=event.get("write_mode", "batch"),
+            mode=event.get("write_mode", "conditional"),
             version_attribute=event.get("version_attribute") or "",
             backoff=Backoff(),
             items_bucket=Bucket(float(event.get("rate_limit", 0) or 0)),
             write_bucket=self.limits.write,
+            read_bucket=self.limits.read,
         )
         self.result = start_result(event)
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
@@ -201,7 +203,7 @@ class _Segment:
         result["scanned"] += scanned
         result["pages"] += 1
         result["stalls"] = 0
-        self.failures.add([self.failures.entry(deserialize(key), error) for key, error in tally.failures])
+        self.failures.add([self.failures.entry(key, error) for key, error in tally.failures])
 
     def check_not_failing_everything(self, tally: PageTally) -> None:
         """Stop the run when the first :data:`FAIL_FAST_ITEMS` or more items all failed, none done."""
@@ -209,7 +211,8 @@ class _Segment:
         done = result["written"] + result["unchanged"] + result["deleted"]
         if tally.failures and not done and result["failed"] == result["scanned"] >= FAIL_FAST_ITEMS:
             key, error = tally.failures[0]
-            raise TransformFailingError(int(self.event["segment"]), result["scanned"], deserialize(key), error)
+            first = format_key(deserialize(key))
+            raise TransformFailingError(int(self.event["segment"]), result["scanned"], first, error)
 
 
 def process_segment(
@@ -301,21 +304,41 @@ def process_keys(
 ) -> dict[str, Any]:
     """Read exactly the items with ``keys`` (wire format) again, transform and write them.
 
-    ``event`` is a segment event (its segment and cursor are not used). Items
-    that no longer exist are skipped. Returns a result shaped like a segment's.
+    ``event`` is a segment event (its segment and cursor are not used). A key
+    whose item no longer exists is counted as ``missing`` and logged (to
+    ``event['missing_to']``), never skipped in silence. Returns a result shaped
+    like a segment's.
     """
     validate_event(event)
     work = _Segment(event, boto3_session)
+    missing = FailureLog(work.result, event.get("missing_to"), boto3_session, counter="missing", listed="missing_keys")
+    left = list(keys)
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
         for attempt in range(MAX_STALLS):
-            found = (read_again(work.dynamodb, work.table, key) for key in keys)
-            items = [item for item in found if item is not None]
-            tally = work.writer.write_page(items, pool)
-            work.count(tally, len(items))
-            if not tally.stalled:
-                break
+            items, gone, stalled = _read_keys(work, left)
+            missing.add([missing.entry(key, "missing: no item has this key any more (deleted since?)") for key in gone])
+            left = [key for key in left if key not in gone]
+            tally = work.writer.write_page(items, pool) if not stalled else None
+            if tally is not None:
+                work.count(tally, len(items))
+                if not tally.stalled:
+                    break
             if attempt + 1 == MAX_STALLS:
                 raise ThrottledError(int(event["segment"]), MAX_STALLS, None)
     work.failures.flush()
+    missing.flush()
     work.result["finished_at"] = now()
     return work.result
+
+
+def _read_keys(work: _Segment, keys: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """The items with ``keys`` as they are now, the keys that have none, and whether the reads stalled."""
+    names = work.writer.keys
+    read = read_items(work.dynamodb, work.table, keys, names, work.limits.read, work.read_backoff)
+    work.result["read_units"] += read.read_units
+    work.read_throttles += read.throttled
+    if read.stalled:
+        return [], [], True
+    items = [read.found[key_text(key, names)] for key in keys if key_text(key, names) in read.found]
+    gone = [key for key in keys if key_text(key, names) not in read.found]
+    return items, gone, False

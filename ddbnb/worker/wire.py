@@ -69,7 +69,28 @@ class WireClient:
         A call whose connection fails is sent again (up to :data:`CONNECTION_ATTEMPTS`
         times, with backoff); an error DynamoDB answers is raised at once.
         """
-        return self.retrying(lambda: self._call_once(operation, payload))
+        return self.call_tracked(operation, payload)[0]
+
+    def call_tracked(self, operation: str, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """:meth:`call`, and whether the call was sent again after a send whose response was lost.
+
+        A read timeout or a connection closed mid-answer leaves a send's outcome
+        unknown: DynamoDB may have applied it. A conditional write sent again then
+        fails its own guard, which only looks like a conflict (the caller checks).
+        A connection that was never made (refused, connect timeout) sent nothing.
+        """
+        resent = False
+
+        def send() -> dict[str, Any]:
+            nonlocal resent
+            try:
+                return self._call_once(operation, payload)
+            except HTTPClientError:
+                resent = True  # the request may have reached DynamoDB: the next send is a re-send
+                raise
+
+        response = self.retrying(send)
+        return response, resent
 
     def retrying(self, send: Callable[[], T]) -> T:
         """Call ``send`` (which uses :attr:`client`) again while its connection fails, with backoff."""
