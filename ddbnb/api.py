@@ -1,5 +1,6 @@
 """The public API: everything the notebooks and users call."""
 
+from ddbnb.awsrun import redrive
 from ddbnb.control.deploy import delete_stack, deploy_stack, stack_outputs
 from ddbnb.dryrun import DryRun, dry_run
 from ddbnb.emulation.demo import seed_demo_table
@@ -12,8 +13,9 @@ from ddbnb.insight.charts import (
     slowest_segments,
 )
 from ddbnb.insight.results import load_conflicts, load_failures, load_results, results_table
-from ddbnb.migrate import migrate, redrive, resume, retry_failed
+from ddbnb.migrate import migrate, resume
 from ddbnb.plan import Plan, plan_migration
+from ddbnb.retry import retry_failed
 from ddbnb.rollback import rollback
 from ddbnb.worker.segment import process_segment
 from ddbnb.worker.tables import describe_table, list_tables

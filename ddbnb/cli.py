@@ -152,7 +152,10 @@ def _table_and_transform(command: argparse.ArgumentParser) -> None:
     command.add_argument("--engine", default="local", choices=["local", "aws"], help="where segments run")
     command.add_argument("--stack-name", default="", help="aws engine: the stack 01_deploy created")
     command.add_argument(
-        "--write-mode", default="batch", choices=["batch", "conditional"], help="conditional: safe on a live table"
+        "--write-mode",
+        default="conditional",
+        choices=["batch", "conditional"],
+        help="conditional (default): safe on a live table; batch: faster, overwrites concurrent writes",
     )
     command.add_argument("--version-attribute", default="", help="conditional: guard on this attribute, increment it")
     command.add_argument("--capacity-share", type=float, default=0.0, help="share of the tables' capacity (0 to 1)")
@@ -233,7 +236,7 @@ def _run(args: argparse.Namespace) -> None:
         served = Path(args.notebooks).resolve() if args.notebooks else None
         sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items, notebooks=served))
     elif args.command == "redrive":
-        from ddbnb.migrate import redrive
+        from ddbnb.awsrun import redrive
 
         redrive(args.run_dir)
     elif args.command == "rollback":

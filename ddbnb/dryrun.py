@@ -218,7 +218,7 @@ def dry_run(
     run_dir: str | Path = "",
     seed: int = 0,
     destination_table_name: str | None = None,
-    write_mode: str = "batch",
+    write_mode: str = "conditional",
     version_attribute: str = "",
     capacity_share: float = 0,
     max_read_units: float = 0,

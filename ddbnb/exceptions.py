@@ -6,7 +6,45 @@ raised inside worker processes reach the notebook intact.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+#: Set by the ``ddbnb`` command (and so in the kernels it starts): messages then name its flags and commands.
+CLI_ENV = "DDBNB_CLI"
+#: Flags whose CLI spelling is not ``--name value``.
+_CLI_FLAGS = {
+    ("execute", True): "--execute",
+    ("execute", False): "no --execute",
+    ("require_dry_run", False): "--no-require-dry-run",
+    ("journal", False): "--no-journal",
+    ("allow_stale_stack", True): "--allow-stale-stack",
+    ("fail_on_unsafe", False): "--allow-unsafe",
+    ("allow_non_idempotent", True): "--allow-non-idempotent",
+}
+
+
+def under_cli() -> bool:
+    """Whether the ``ddbnb`` command runs this (its messages then name flags, not parameters)."""
+    return bool(os.environ.get(CLI_ENV))
+
+
+def option(name: str, value: Any) -> str:
+    """A parameter as the caller sets it: ``name=value`` from Python and notebooks, its flag under the CLI."""
+    if not under_cli():
+        return f"{name}={value!r}"
+    flag = _CLI_FLAGS.get((name, value)) if isinstance(value, bool) else None
+    return flag or f"--{name.replace('_', '-')} {value}"
+
+
+#: The Python call of each ``ddbnb`` command that works on a run folder.
+_CALLS = {"results": "load_failures", "retry-failed": "retry_failed"}
+
+
+def command(name: str, run_dir: Any) -> str:
+    """An operation on a run folder as the caller runs it: ``ddbnb <name> RUN_DIR`` under the CLI, else the call."""
+    if under_cli():
+        return f"run `ddbnb {name} {run_dir}`"
+    return f"call ddbnb.{_CALLS.get(name, name)}({str(run_dir)!r})"
 
 
 def _rebuild(cls: type[DdbnbError], message: str, fields: dict[str, Any]) -> DdbnbError:
@@ -80,7 +118,7 @@ class TransformRejectedError(DdbnbError):
             f"Transform {spec!r} failed the pre-flight check on {failed} of {checked} sampled item(s) "
             f"({failed / max(checked, 1):.0%}, above max_failed_share={max_failed_share:g}); first, item {key}: "
             f"{reason}. Nothing was written. Fix the transform and run 02_dry_run again, or, if those items "
-            f"should fail and be recorded, pass max_failed_share={_share_to_pass(failed, checked)}.",
+            f"should fail and be recorded, pass {option('max_failed_share', float(_share_to_pass(failed, checked)))}.",
             spec=spec,
             failed=failed,
             checked=checked,
@@ -99,9 +137,13 @@ class DryRunRequiredError(DdbnbError):
 
     def __init__(self, run_dir: str, reason: str) -> None:
         super().__init__(
-            f"No dry run of this transform on this table in {run_dir}: {reason}. Run 02_dry_run with "
-            f"run_dir={run_dir!r} first (03 must use the same run_dir), or pass require_dry_run=False "
-            "to run without one (recorded in summary.json).",
+            f"No dry run of this transform on this table in {run_dir}: {reason}. "
+            + (
+                f"Run `ddbnb dry-run ... --run-dir {run_dir}` first (migrate must use the same --run-dir)"
+                if under_cli()
+                else f"Run 02_dry_run with run_dir={run_dir!r} first (03 must use the same run_dir)"
+            )
+            + f", or pass {option('require_dry_run', False)} to run without one (recorded in summary.json).",
             run_dir=run_dir,
             reason=reason,
         )
@@ -113,7 +155,7 @@ class UnsafeDryRunError(DdbnbError):
     def __init__(self, verdict: str, run_dir: str) -> None:
         where = f" The report is in {run_dir}." if run_dir else ""
         super().__init__(
-            f"{verdict}{where} Pass fail_on_unsafe=False to finish the dry run without an error.",
+            f"{verdict}{where} Pass {option('fail_on_unsafe', False)} to finish the dry run without an error.",
             verdict=verdict,
             run_dir=run_dir,
         )
@@ -152,7 +194,7 @@ class StaleStackError(DdbnbError):
         super().__init__(
             f"Stack {stack_name!r} does not match the plan: {'; '.join(differences)}. Its Lambda would run what "
             f"was deployed, not what was dry-run. Re-run 01_deploy (stack_name={stack_name!r}) with this transform "
-            "and these tables, or pass allow_stale_stack=True to run the deployed code anyway.",
+            f"and these tables, or pass {option('allow_stale_stack', True)} to run the deployed code anyway.",
             stack_name=stack_name,
             differences=differences,
         )
@@ -242,8 +284,9 @@ class TransformFailingError(DdbnbError):
         super().__init__(
             f"Every one of the first {items} items of segment {segment} failed (first: key {str(first_key)[:200]}: "
             f"{first_error}). The run stopped rather than fail the whole table item by item. Fix the transform, "
-            "check it with 02_dry_run, then run 03 again with the same run_dir: it goes on from the checkpoints "
-            "(ddbnb.retry_failed(run_dir) retries the items recorded as failed).",
+            "preview it again in the same run folder (02_dry_run, or `ddbnb dry-run`), then resume the run from "
+            "its checkpoints (03 again with that run folder, or `ddbnb resume RUN_DIR`); items recorded as failed "
+            "are retried by retry_failed (`ddbnb retry-failed RUN_DIR`).",
             segment=segment,
             items=items,
             first_key=first_key,
@@ -269,8 +312,8 @@ class RunStoppedError(DdbnbError):
     def __init__(self, run_dir: str, segment: int, error: str, cause: str) -> None:
         super().__init__(
             f"The run stopped: segment {segment} failed with {error}: {cause}. Every other segment was stopped "
-            f"too, since it would fail the same way. Fix the cause, then run 03 again with run_dir={run_dir!r} "
-            "(or ddbnb.resume(run_dir)) to go on from the checkpoints.",
+            f"too, since it would fail the same way. Fix the cause, then {command('resume', run_dir)} to go on from "
+            "the checkpoints.",
             run_dir=run_dir,
             segment=segment,
             error=error,
@@ -285,13 +328,13 @@ class RunIncompleteError(DdbnbError):
         where = []
         if failed_items:
             where.append(
-                f"every failed item's key and reason is in {run_dir}/failures/ (ddbnb.load_failures(run_dir); "
-                "04_results lists them); fix the cause, then ddbnb.retry_failed(run_dir) writes exactly those items"
+                f"every failed item's key and reason is in {run_dir}/failures/ ({command('results', run_dir)} to "
+                f"see them); fix the cause, then {command('retry-failed', run_dir)} to write exactly those items"
             )
         if failed_segments:
             where.append(
-                f"each failed segment's error is in {run_dir}/FAILED_0.json (04_results shows it); run 03 again with "
-                "this run_dir (aws engine: ddbnb.redrive(run_dir)) to go on from where they stopped"
+                f"each failed segment's error is in {run_dir}/FAILED_0.json; {command('resume', run_dir)} "
+                f"(aws engine: {command('redrive', run_dir)}) to go on from where they stopped"
             )
         super().__init__(
             f"The run finished with {failed_items} failed item(s) and {failed_segments} failed segment(s); "
@@ -339,7 +382,7 @@ class RunFolderBusyError(DdbnbError):
         super().__init__(
             f"{run_dir} is in use: a {holder.get('operation', 'run')} started {holder.get('started_at', '?')} "
             f"by pid {holder.get('pid', '?')} on {holder.get('host', '?')} still runs. One run at a time per "
-            f"folder: wait for it, or stop it (ddbnb stop {run_dir}). If that process is gone for sure, delete "
+            f"folder: wait for it, or stop it (`ddbnb stop {run_dir}`). If that process is gone for sure, delete "
             f"{run_dir}/run.lock.",
             run_dir=run_dir,
             holder=holder,
@@ -353,8 +396,9 @@ class PlanChangedError(DdbnbError):
         state = "an unfinished run" if unfinished else "a run"
         super().__init__(
             f"{run_dir} holds {state} of another plan: {'; '.join(differences)}. A run folder holds one plan, so "
-            "its results, journal and resume stay one run's. Go on with the recorded plan (ddbnb.resume(run_dir), "
-            "or the same parameters), or use a new run_dir (and run 02 there).",
+            "its results, journal and resume stay one run's. Go on with the recorded plan "
+            f"({command('resume', run_dir)}, or give the same parameters), or use a new run folder (and preview it "
+            "there first).",
             run_dir=run_dir,
             differences=differences,
             unfinished=unfinished,

@@ -11,12 +11,12 @@ import boto3
 
 from ddbnb.control.deploy import AWS_CONCURRENCY, stack_outputs
 from ddbnb.exceptions import InvalidParameterError
-from ddbnb.insight.estimate import NEW_ON_DEMAND_READS, NEW_ON_DEMAND_WRITES
 from ddbnb.worker import params
+from ddbnb.worker.budgets import capacity_limits
 from ddbnb.worker.clients import clear_errors
 from ddbnb.worker.items import write_units
 from ddbnb.worker.tables import TableFacts, describe_table
-from ddbnb.worker.transforms import load_transform
+from ddbnb.worker.transforms import load_transform, transform_digest
 
 #: Bytes of table one segment should cover at most.
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -44,7 +44,7 @@ class Plan:
     engine: str
     total_segments: int
     max_concurrency: int
-    write_mode: str = "batch"
+    write_mode: str = "conditional"
     rate_limit: float = 0.0
     destination: str | None = None
     version_attribute: str = ""
@@ -56,16 +56,42 @@ class Plan:
     prewarm_read_units: int = 0
     prewarm_write_units: int = 0
     journal: bool = True
+    capacity_share: float = 0.0
+    max_read_units: float = 0.0
+    max_write_units: float = 0.0
+    chosen: tuple[str, ...] = ()  # the parameters the planner chose (given as 0)
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of the plan."""
         return asdict(self)
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting that decides what the run writes and how fast: what a run folder records of it."""
+        return {
+            "table": self.table.name,
+            "destination": self.destination,
+            "transform": self.transform,
+            "transform_sha256": transform_digest(self.transform),
+            "write_mode": self.write_mode,
+            "version_attribute": self.version_attribute,
+            "engine": self.engine,
+            "total_segments": self.total_segments,
+            "max_concurrency": self.max_concurrency,
+            "rate_limit": self.rate_limit,
+            "capacity_share": self.capacity_share,
+            "max_read_units": self.max_read_units,
+            "max_write_units": self.max_write_units,
+            "prewarm_read_units": self.prewarm_read_units,
+            "prewarm_write_units": self.prewarm_write_units,
+            "stack_name": self.stack_name,
+            "journal": self.journal,
+        }
+
     def events(self) -> list[dict[str, Any]]:
         """The segment events, one per segment (the Map items plus run settings)."""
         per_segment = self.rate_limit / self.max_concurrency if self.rate_limit else 0
-        base = {
+        base: dict[str, Any] = {
             "table": self.table.name,
             "destination": self.destination,
             "total_segments": self.total_segments,
@@ -78,6 +104,13 @@ class Plan:
             "write_units_per_s": self.write_units_per_s / (self.max_concurrency if self.engine == "aws" else 1),
             "page_size": self.page_size,
         }
+        if self.engine == "aws":  # each invocation derives its budget from the capacity as it is then
+            base["limits"] = {
+                "share": self.capacity_share,
+                "max_read_units": self.max_read_units,
+                "max_write_units": self.max_write_units,
+                "divide": self.max_concurrency,
+            }
         return [{**base, "segment": segment} for segment in range(self.total_segments)]
 
     @property
@@ -91,12 +124,15 @@ class Plan:
         if self.write_mode == "conditional":
             guard = f"version attribute {self.version_attribute!r}" if self.version_attribute else "the values as read"
             return (
-                f"write mode conditional: safe on a live table; only changed attributes are written, guarded by "
-                f"{guard}; concurrent changes are kept and the item is read again"
+                f"write mode conditional (the default, safe on a live table): only changed attributes are written, "
+                f"guarded by {guard}; concurrent changes are kept and the item is read again. write_mode='batch' "
+                "is faster, but would overwrite what the application writes during the run and bring back what "
+                "it deletes"
             )
         return (
-            "write mode batch: fastest, but it writes whole items and overwrites changes the application makes "
-            "during the run; on a live table use write_mode='conditional'"
+            "write mode batch: fastest, but it writes whole items: it OVERWRITES what the application writes "
+            "between the scan and the write, and brings back items it deletes. Only for a table nobody else "
+            "writes during the run; otherwise use write_mode='conditional' (the default)"
         )
 
     def __str__(self) -> str:
@@ -138,20 +174,6 @@ def _units(rate: float) -> str:
     return f"{rate:,.0f}" if rate else "no limit on"
 
 
-def table_rate(facts: TableFacts, kind: str) -> tuple[float, str]:
-    """The table's own rate of ``kind`` ("read" or "write") units per second, and where it comes from."""
-    if facts.billing_mode != "PAY_PER_REQUEST":
-        return float(facts.read_capacity if kind == "read" else facts.write_capacity), "provisioned"
-    cap = facts.max_read_units if kind == "read" else facts.max_write_units
-    if cap:
-        return float(cap), "its OnDemandThroughput cap"
-    warm = facts.warm_read_units if kind == "read" else facts.warm_write_units
-    if warm:
-        return float(warm), "its warm throughput"
-    new = NEW_ON_DEMAND_READS if kind == "read" else NEW_ON_DEMAND_WRITES
-    return float(new), "what a new on-demand table sustains"
-
-
 def after_prewarm(facts: TableFacts, read_units: int, write_units: int) -> TableFacts:
     """The table as the run meets it once pre-warm raised it to at least ``read_units`` / ``write_units``."""
     if facts.billing_mode == "PAY_PER_REQUEST":
@@ -185,39 +207,6 @@ def prewarm_reasons(source: TableFacts, target: TableFacts, read_units: int, wri
                 + "for the run, billed by the hour while raised, and are put back however the run ends"
             )
     return reasons
-
-
-def capacity_limits(
-    source: TableFacts, target: TableFacts, share: float, max_read: float, max_write: float
-) -> tuple[float, float, list[str]]:
-    """The run's read and write budgets in units per second (0: none), and why.
-
-    With neither a share nor a cap, a table with a known capacity (provisioned,
-    or an on-demand OnDemandThroughput cap) still paces the run to all of it:
-    calls beyond it would only be throttled.
-    """
-    reasons = []
-    budgets = []
-    for kind, table, absolute in (("read", source, max_read), ("write", target, max_write)):
-        rate, where = table_rate(table, kind)
-        if absolute:
-            budgets.append(float(absolute))
-            reasons.append(f"{kind} limit {absolute:,.0f} units/s: max_{kind}_units")
-        elif share and rate:
-            budgets.append(max(1.0, rate * share))
-            reasons.append(
-                f"{kind} limit {max(1.0, rate * share):,.0f} units/s: capacity_share {share:g} of "
-                f"{rate:,.0f} ({where} of {table.name!r})"
-            )
-        elif where in ("provisioned", "its OnDemandThroughput cap") and rate:
-            budgets.append(rate)
-            reasons.append(
-                f"{kind} pace {rate:,.0f} units/s: no capacity_share, so all of {table.name!r}'s capacity "
-                f"({where}; beyond it DynamoDB only throttles, and a capacity_share leaves room for the application)"
-            )
-        else:
-            budgets.append(0.0)
-    return budgets[0], budgets[1], reasons
 
 
 def page_size_for(facts: TableFacts, read: float, write: float, concurrency: int, seconds: float = 10.0) -> int:
@@ -282,7 +271,7 @@ def plan_migration(
     engine: str = "local",
     total_segments: int = 0,
     max_concurrency: int = 0,
-    write_mode: str = "batch",
+    write_mode: str = "conditional",
     version_attribute: str = "",
     rate_limit: float = 0,
     capacity_share: float = 0,
@@ -298,9 +287,10 @@ def plan_migration(
 
     ``total_segments`` and ``max_concurrency`` of 0 are chosen from the table
     size and the machine; the plan's ``reasons`` say how. ``write_mode`` is
-    ``"batch"`` (whole items, fastest: for tables nobody else writes during the
-    run) or ``"conditional"`` (for live tables: only changed attributes, guarded
-    by the values as read, or by ``version_attribute`` which is incremented).
+    ``"conditional"`` (the default, for live tables: only changed attributes,
+    guarded by the values as read, or by ``version_attribute`` which is
+    incremented) or ``"batch"`` (whole items, fastest: only for tables nobody
+    else writes during the run, whose writes it would overwrite).
     ``capacity_share`` (0 to 1) limits the run to that share of the tables'
     capacity (provisioned units; on demand, the OnDemandThroughput cap, else the
     warm throughput); ``max_read_units`` / ``max_write_units`` are absolute caps
@@ -349,6 +339,9 @@ def plan_migration(
         outputs = stack_outputs(stack_name, boto3_session)  # StackNotFoundError names 01_deploy
         reserved = int(outputs.get("ReservedConcurrency") or 0)
     reasons: list[str] = []
+    chosen = tuple(
+        name for name, value in (("total_segments", total_segments), ("max_concurrency", max_concurrency)) if not value
+    )
     if not total_segments:
         total_segments, why = choose_segments(facts, engine, max_concurrency)
         reasons.append(why)
@@ -387,5 +380,9 @@ def plan_migration(
         prewarm_read_units=prewarm_read_units,
         prewarm_write_units=prewarm_write_units,
         journal=journal,
+        capacity_share=share,
+        max_read_units=float(max_read_units),
+        max_write_units=float(max_write_units),
+        chosen=chosen,
         reasons=reasons,
     )

@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import boto3
 
+from ddbnb.awsrun import execution_name
 from ddbnb.control.deploy import stack_outputs, table_differences
 from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.local import run_local, session_args
 from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import DdbnbError, InvalidParameterError, StaleStackError
 from ddbnb.insight.results import summarize
-from ddbnb.migrate import FAILURES, conclude, execution_name, recorded_plan
-from ddbnb.plan import capacity_limits, choose_concurrency
+from ddbnb.plan import choose_concurrency
+from ddbnb.runfolder import CONFLICTS, FAILURES, RunFolder, utc_now, utc_stamp
 from ddbnb.worker import journal, params
 from ddbnb.worker import rollback as worker
+from ddbnb.worker.budgets import capacity_limits
 from ddbnb.worker.clients import clear_errors
 from ddbnb.worker.tables import describe_table
-
-#: The folder of a rollback that holds every item it left alone, one JSON line each.
-CONFLICTS = "conflicts"
 
 
 @clear_errors
@@ -77,80 +75,94 @@ def rollback(
     rate, share = params.check_limits(max_concurrency, rate_limit, capacity_share, max_read_units, max_write_units)
     if not str(run_dir):
         raise InvalidParameterError("run_dir", run_dir, "the run folder 03_migrate wrote (it prints it)")
-    folder = Path(run_dir)
-    recorded = recorded_plan(folder)
+    folder = RunFolder(run_dir)
+    recorded = folder.plan()
     if not recorded:
         raise DdbnbError(f"{folder} holds no migration (plan.json is missing). Pass the run_dir 03 used.")
-    source = str(recorded.get("journal_to") or "")
-    if not source:
-        raise DdbnbError(
-            f"{folder} holds no journal: its run had journal=False. Only point-in-time recovery (into a new "
-            "table) can undo it.",
-            run_dir=str(folder),
+    with folder.lock("rollback"):
+        source = folder.journal_for_rollback(boto3_session)
+        if engine == "aws" and not source.startswith("s3://"):
+            raise InvalidParameterError(
+                "engine", engine, f"'local': the journal of this run is on this machine ({source}), not in S3"
+            )
+        table = recorded.get("destination") or recorded["table"]
+        facts = describe_table(table, boto3_session)
+        segments = journal.segments(source, boto3_session)
+        concurrency = min(max_concurrency or choose_concurrency(engine)[0], max(len(segments), 1))
+        limits = (share, float(max_read_units), float(max_write_units))
+        read_budget, write_budget, _ = capacity_limits(facts, facts, *limits)
+        out = Path(rollback_dir) if rollback_dir else folder / f"rollback{'' if execute else '-preview'}-{utc_stamp()}"
+        out.mkdir(parents=True, exist_ok=True)
+        share_of = concurrency if engine == "aws" else 1  # the local engine shares one budget between its workers
+        events = [
+            {
+                "operation": worker.OPERATION,
+                "table": table,
+                "transform": "",
+                "segment": segment,
+                "total_segments": int(recorded.get("total_segments") or segment + 1),
+                "write_mode": write_mode,
+                "rate_limit": rate / concurrency if rate else 0,
+                "read_units_per_s": read_budget / share_of,
+                "write_units_per_s": write_budget / share_of,
+                "failures_to": str(out / FAILURES),
+                "journal": {"from": source, "execute": execute, "conflicts_to": str(out / CONFLICTS)},
+            }
+            for segment in segments
+        ]
+        if engine == "aws":
+            for event in events:  # each invocation paces to the capacity as it is then
+                event["limits"] = dict(zip(("share", "max_read_units", "max_write_units"), limits, strict=True))
+                event["limits"]["divide"] = concurrency
+        what = "Roll back" if execute else "Preview the rollback of"
+        where = f"destination {table!r}" if recorded.get("destination") else f"{table!r}"
+        print(
+            f"{what} the run in {folder}: {where}, journal {source} ({_count(len(segments), 'segment')}), engine "
+            f"{engine}, {concurrency} at a time, write mode {write_mode}, capacity "
+            f"{_units(read_budget)} read and {_units(write_budget)} write units/s"
         )
-    if engine == "aws" and not source.startswith("s3://"):
-        raise InvalidParameterError(
-            "engine", engine, f"'local': the journal of this run is on this machine ({source}), not in S3"
+        started = time.monotonic()
+        extra: dict[str, Any] = {}
+        if events and engine == "aws":
+            extra = _run_aws(events, recorded, stack_name, out, concurrency, progress, boto3_session)
+        elif events:
+            outcomes = run_local(
+                events,
+                max_concurrency=concurrency,
+                session_args=session_args(boto3_session),
+                progress=progress,
+                total_segments=len(events),
+            )
+            write_results(out, outcomes, run_name=out.name, engine="local")
+        else:
+            write_results(out, [], run_name=out.name, engine=engine)
+        summary = summarize(out, time.monotonic() - started, len(events), worker.COUNTERS)
+        summary.update(
+            rollback_of=str(folder),
+            execute=execute,
+            table=table,
+            engine=engine,
+            write_mode=write_mode,
+            journal=source,
+            run_dir=str(out),
+            **extra,
         )
-    table = recorded.get("destination") or recorded["table"]
-    facts = describe_table(table, boto3_session)
-    segments = journal.segments(source, boto3_session)
-    concurrency = min(max_concurrency or choose_concurrency(engine)[0], max(len(segments), 1))
-    read_budget, write_budget, _ = capacity_limits(facts, facts, share, float(max_read_units), float(max_write_units))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(rollback_dir) if rollback_dir else folder / f"rollback{'' if execute else '-preview'}-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
-    share_of = concurrency if engine == "aws" else 1  # the local engine shares one budget between its workers
-    events = [
-        {
-            "operation": worker.OPERATION,
-            "table": table,
-            "transform": "",
-            "segment": segment,
-            "total_segments": int(recorded.get("total_segments") or segment + 1),
-            "write_mode": write_mode,
-            "rate_limit": rate / concurrency if rate else 0,
-            "read_units_per_s": read_budget / share_of,
-            "write_units_per_s": write_budget / share_of,
-            "failures_to": str(out / FAILURES),
-            "journal": {"from": source, "execute": execute, "conflicts_to": str(out / CONFLICTS)},
-        }
-        for segment in segments
-    ]
-    what = "Roll back" if execute else "Preview the rollback of"
-    where = f"destination {table!r}" if recorded.get("destination") else f"{table!r}"
-    print(
-        f"{what} the run in {folder}: {where}, journal {source} ({len(segments):,} segment(s)), engine {engine}, "
-        f"{concurrency} at a time, write mode {write_mode}, capacity {read_budget or 'no limit on'} read and "
-        f"{write_budget or 'no limit on'} write units/s"
-    )
-    started = time.monotonic()
-    extra: dict[str, Any] = {}
-    if events and engine == "aws":
-        extra = _run_aws(events, recorded, stack_name, out, concurrency, progress, boto3_session)
-    elif events:
-        outcomes = run_local(
-            events,
-            max_concurrency=concurrency,
-            session_args=session_args(boto3_session),
-            progress=progress,
-            total_segments=len(events),
-        )
-        write_results(out, outcomes, run_name=out.name, engine="local")
-    else:
-        write_results(out, [], run_name=out.name, engine=engine)
-    summary = summarize(out, time.monotonic() - started, len(events), worker.COUNTERS)
-    summary.update(
-        rollback_of=str(folder),
-        execute=execute,
-        table=table,
-        engine=engine,
-        write_mode=write_mode,
-        journal=source,
-        run_dir=str(out),
-        **extra,
-    )
-    return conclude(out, summary, _said(summary))
+        if execute:
+            entry = {"at": utc_now(), "run_dir": out.name, **{k: summary[k] for k in _HISTORY}}
+            folder.add_history("rollbacks", entry, status="ROLLED_BACK" if summary["status"] == "SUCCEEDED" else None)
+        return RunFolder(out).conclude(summary, _said(summary))
+
+
+#: What the run folder's summary keeps of each rollback.
+_HISTORY = ("restored", "recreated", "removed", "unchanged", "conflicts", "failed", "status")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def _units(rate: float) -> str:
+    return f"{rate:,.0f}" if rate else "no limit on"
 
 
 def _said(summary: dict[str, Any]) -> str:
@@ -194,7 +206,8 @@ def _run_aws(
         event["journal"] = {**event["journal"], "conflicts_to": f"{prefix}/{CONFLICTS}"}
     arn = start_run(events, outputs, name, max_concurrency=concurrency, boto3_session=boto3_session)
     print(f"started {arn}")
-    described = wait_run(arn, len(events), progress=progress, boto3_session=boto3_session)
+    bucket = outputs["ResultsBucketName"]
+    described = wait_run(arn, len(events), bucket=bucket, progress=progress, boto3_session=boto3_session)
     fetch_results(outputs, arn, out, boto3_session)
     fetch_failures(outputs, name, out / FAILURES, boto3_session)
     fetch_failures(outputs, name, out / CONFLICTS, boto3_session, log=CONFLICTS)

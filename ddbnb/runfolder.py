@@ -129,6 +129,10 @@ class RunFolder:
             lines.append(f"{name}: {then!r} when the run started, {now!r} now")
         return lines
 
+    def dry_run(self) -> dict[str, Any]:
+        """What dry_run.json (02's report) says (empty when there is none)."""
+        return _read_json(self.path / DRY_RUN)
+
     # -- where things are -----------------------------------------------------------------------------------
     def journal_location(self) -> str:
         """The journal of the run recorded here, resolved from where the folder is now ("" when it has none).
@@ -223,8 +227,11 @@ class RunFolder:
         """Hold the folder for ``operation`` ("migrate", "resume", "retry", "rollback"); refuse if it is held.
 
         The lock records the pid, host and start time; a lock whose process is
-        gone (same host) is stale and taken over.
+        gone (same host) is stale and taken over. A folder the lock had to
+        create, and that is still empty when it is released (a refused start),
+        is removed: a refusal leaves nothing behind.
         """
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK
         mine = {
@@ -253,6 +260,8 @@ class RunFolder:
         finally:
             if _read_json(path).get("pid") == mine["pid"]:
                 path.unlink(missing_ok=True)
+            if created and not any(self.path.iterdir()):
+                self.path.rmdir()
 
 
 def _attempt_line(summary: Mapping[str, Any]) -> dict[str, Any]:

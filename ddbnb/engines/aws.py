@@ -40,6 +40,7 @@ def execution_input(
     tolerated_failure_percentage: float = 0.0,
     tolerated_failure_count: int = 0,
     table_poll_s: int = 10,
+    capacity_record: str = "",
 ) -> dict[str, Any]:
     """The state machine's input for a run of ``events`` (the first carries the run settings).
 
@@ -72,6 +73,8 @@ def execution_input(
         "tolerated_failure_count": count,
         "prewarm": bool(prewarm_targets),
         "prewarm_targets": list(prewarm_targets or []),
+        "capacity_record": capacity_record,
+        "limits": dict(first.get("limits") or {}),
         "poll_seconds": table_poll_s,
     }
 
@@ -102,6 +105,7 @@ def start_run(
     )
     document = execution_input(
         events,
+        capacity_record=prewarm.record_location(bucket, run_name) if prewarm_targets else "",
         segments_key=segments_key,
         max_concurrency=max_concurrency,
         prewarm_targets=prewarm_targets,
@@ -138,6 +142,7 @@ def wait_run(
     execution_arn: str,
     total_segments: int,
     *,
+    bucket: str = "",
     poll_s: float = POLL_S,
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
@@ -145,7 +150,8 @@ def wait_run(
     """Follow the execution with a live view of its segments (done, running, left, failed, time left);
     return its final description. Item counts come with the results, when the run ends.
 
-    On Ctrl-C, asks whether to stop the execution (it keeps running otherwise).
+    On Ctrl-C, asks whether to stop the execution (it keeps running otherwise);
+    stopping it puts back what pre-warm raised, from the record in ``bucket``.
     """
     sfn = client("stepfunctions", boto3_session)
     with RunView(None, total_segments, enabled=progress) as view:
@@ -167,20 +173,26 @@ def wait_run(
             if answer == "y":
                 sfn.stop_execution(executionArn=execution_arn, cause="stopped from ddbnb")
                 print(f"stopped {execution_arn}")
-                restore_raised(execution_arn, boto3_session)
+                restore_raised(execution_arn, bucket, boto3_session)
             else:
                 print("the execution keeps running; follow it in the Step Functions console.")
             raise
 
 
-def restore_raised(execution_arn: str, boto3_session: boto3.Session | None = None) -> dict[str, Any]:
+def restore_raised(execution_arn: str, bucket: str, boto3_session: boto3.Session | None = None) -> dict[str, Any]:
     """Put back the capacity a failed, stopped or timed-out execution raised, and say what happened.
 
-    The stack's EventBridge rule has the worker do the same; restoring twice is
-    harmless (a setting no longer at the raised value is left alone).
+    What to restore comes from the execution's capacity record in ``bucket``
+    (written before the first raise). The stack's EventBridge rule has the
+    worker do the same; restoring twice is harmless (a setting no longer at the
+    raised value is left alone).
     """
     report = prewarm.restore_after_stop(
-        client("dynamodb", boto3_session), client("stepfunctions", boto3_session), execution_arn
+        client("dynamodb", boto3_session),
+        client("stepfunctions", boto3_session),
+        execution_arn,
+        s3=client("s3", boto3_session),
+        bucket=bucket,
     )
     for note in report["notes"]:
         print(f"capacity: {note}")

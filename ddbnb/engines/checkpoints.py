@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-FOLDER = "checkpoints"
+from ddbnb.runfolder import CHECKPOINTS
+
+FOLDER = CHECKPOINTS
 
 
 def checkpoint_path(run_dir: str | Path, segment: int) -> Path:

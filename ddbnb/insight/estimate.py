@@ -12,6 +12,7 @@ from typing import Any
 
 from ddbnb.progress import format_duration
 from ddbnb.worker import items
+from ddbnb.worker.budgets import NEW_ON_DEMAND_READS, NEW_ON_DEMAND_WRITES
 
 #: us-east-1 list prices as published in 2025 (on-demand after the November 2024 price cut).
 PRICES_AS_OF = "2025, us-east-1"
@@ -26,8 +27,6 @@ S3_PER_THOUSAND_PUTS = 0.005
 S3_GB_MONTH = 0.023
 #: A Scan page holds at most 1 MB: the journal keeps one object per page that writes.
 SCAN_PAGE_BYTES = 1_000_000
-#: What a new on-demand table sustains at first, in units per second.
-NEW_ON_DEMAND_WRITES, NEW_ON_DEMAND_READS = 4_000, 12_000
 #: Items one worker Lambda handles per second, for the GB-seconds estimate (measured locally: ~600 a process).
 LAMBDA_ITEMS_PER_SECOND = 600
 #: State transitions per child workflow invocation, and per execution outside the Map.

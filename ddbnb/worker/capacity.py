@@ -120,11 +120,16 @@ class Limits:
     write: Bucket
 
 
-def limits_for(event: Mapping[str, Any], shared: Mapping[str, Any] | None = None) -> Limits:
-    """Buckets at the event's rates, on ``shared`` state when the engine hands one over."""
+def limits_for(
+    event: Mapping[str, Any],
+    shared: Mapping[str, Any] | None = None,
+    budgets: tuple[float, float] | None = None,
+) -> Limits:
+    """Buckets at the event's rates (or at ``budgets``: read and write units per second), on ``shared``
+    state when the engine hands one over."""
     states = shared or {}
-    read = Bucket(float(event.get("read_units_per_s") or 0))
-    write = Bucket(float(event.get("write_units_per_s") or 0))
+    rates = budgets or (float(event.get("read_units_per_s") or 0), float(event.get("write_units_per_s") or 0))
+    read, write = Bucket(rates[0]), Bucket(rates[1])
     if states.get("read") is not None:
         read.state = states["read"]
     if states.get("write") is not None:

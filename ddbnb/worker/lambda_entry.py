@@ -5,6 +5,7 @@ Only the standard library and boto3: this module ships inside the Lambda package
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from ddbnb.worker.segment import process_segment
 SAFETY_S = 30.0
 #: What EventBridge says of an execution that was stopped or timed out (see the template's rule).
 STATUS_CHANGE = "Step Functions Execution Status Change"
+#: The environment variable that names the results bucket (where each execution's capacity record is).
+RESULTS_BUCKET = "DDBNB_RESULTS_BUCKET"
 
 
 def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -25,10 +28,13 @@ def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     deadline = time.time() + remaining - min(SAFETY_S, remaining / 4)
     if event.get("detail-type") == STATUS_CHANGE:
         execution = event["detail"]["executionArn"]
-        return prewarm.restore_after_stop(client("dynamodb"), client("stepfunctions"), execution)
+        bucket = os.environ.get(RESULTS_BUCKET, "")
+        return prewarm.restore_after_stop(
+            client("dynamodb"), client("stepfunctions"), execution, s3=client("s3"), bucket=bucket
+        )
     action = event.get("action")
     if action == "raise_capacity":
-        return prewarm.raise_capacity(client("dynamodb"), event["targets"])
+        return prewarm.raise_capacity(client("dynamodb"), event["targets"], event.get("record_to") or "", client("s3"))
     if action == "capacity_ready":
         return {"ready": prewarm.capacity_ready(client("dynamodb"), event["tables"])}
     if action == "restore_capacity":

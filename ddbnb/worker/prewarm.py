@@ -3,10 +3,15 @@
 A provisioned table (and each provisioned GSI, which throttles the table's
 writes on its own) gets ``max(current, requested)`` units; only the settings
 that go up are sent. An on-demand table gets warm throughput, which cannot be
-lowered again. What was raised is kept as a restore record (plain JSON, so it
-travels through Step Functions); restoring puts back the saved value of each
-setting that still holds the value ddbnb set, and leaves (and reports) one
-that someone changed since. A refused restore is reported, never raised.
+lowered again. Before the first UpdateTable, each target's capacity as it is
+(its *original*) is written to a record (``record_to``: in the results bucket on
+AWS); a raise that is tried again, after a partial success or a timeout, reads
+the originals from that record, never from the tables it already raised. What
+was raised is kept as restore records (plain JSON, so they travel through Step
+Functions, and can be rebuilt from the record on any exit path); restoring puts
+back the original value of each setting that still holds the value ddbnb set,
+and leaves (and reports) one that someone changed since. A refused restore is
+reported, never raised.
 
 Runs in the worker Lambda (called by the state machine, and by the EventBridge
 rule when an execution is stopped or times out) and in ddbnb itself (its stop
@@ -19,6 +24,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -62,36 +68,49 @@ def _provisioned(units: Mapping[str, Any]) -> list[int]:
     return [int(units.get(name, 0)) for name in _UNITS]
 
 
-def raise_request(described: Mapping[str, Any], read_units: int, write_units: int) -> Raise:
-    """How to raise the table DescribeTable ``described`` to ``read_units`` / ``write_units`` (0: leave)."""
+def raise_request(
+    described: Mapping[str, Any], read_units: int, write_units: int, original: Mapping[str, Any] | None = None
+) -> Raise:
+    """How to raise the table DescribeTable ``described`` to ``read_units`` / ``write_units`` (0: leave).
+
+    ``original`` is the table as it was before this run raised anything (from
+    the record; default: ``described``): the restore puts back its values, and
+    a setting already at the raised value is not sent again.
+    """
+    original = original or described
     name = described["TableName"]
     request: dict[str, Any] = {"TableName": name}
-    indexes = described.get("GlobalSecondaryIndexes", [])
     if described.get("BillingModeSummary", {}).get("BillingMode") == "PAY_PER_REQUEST":
-        return _warm_request(described, request, indexes, read_units, write_units)
+        return _warm_request(described, request, described.get("GlobalSecondaryIndexes", []), read_units, write_units)
     restore: dict[str, Any] = {"table": name, "indexes": {}}
     notes = []
+    saved = _provisioned(original.get("ProvisionedThroughput", {}))
     current = _provisioned(described.get("ProvisionedThroughput", {}))
-    wanted = [max(current[0], read_units), max(current[1], write_units)]
-    if wanted != current:
-        request["ProvisionedThroughput"] = _units(wanted)
-        restore["units"] = {"saved": current, "raised": wanted}
+    wanted = [max(saved[0], read_units), max(saved[1], write_units)]
+    if wanted != saved:
+        restore["units"] = {"saved": saved, "raised": wanted}
         notes.append(
-            f"{name}: provisioned {current[0]:,}/{current[1]:,} read/write units raised to {wanted[0]:,}/{wanted[1]:,}"
+            f"{name}: provisioned {saved[0]:,}/{saved[1]:,} read/write units raised to {wanted[0]:,}/{wanted[1]:,}"
         )
+    if [max(c, w) for c, w in zip(current, wanted, strict=True)] != current:
+        request["ProvisionedThroughput"] = _units([max(c, w) for c, w in zip(current, wanted, strict=True)])
     updates = []
-    for index in indexes:  # the migration writes through every GSI; it reads none
-        saved = _provisioned(index.get("ProvisionedThroughput", {}))
-        raised = [saved[0], max(saved[1], write_units)]
-        if raised != saved:
-            updates.append({"Update": {"IndexName": index["IndexName"], "ProvisionedThroughput": _units(raised)}})
-            restore["indexes"][index["IndexName"]] = {"saved": saved, "raised": raised}
-            notes.append(f"{name}: index {index['IndexName']} write units raised from {saved[1]:,} to {raised[1]:,}")
+    before = {i["IndexName"]: i for i in original.get("GlobalSecondaryIndexes", [])}
+    for index in described.get("GlobalSecondaryIndexes", []):  # the migration writes through every GSI; reads none
+        was = _provisioned(before.get(index["IndexName"], index).get("ProvisionedThroughput", {}))
+        now = _provisioned(index.get("ProvisionedThroughput", {}))
+        raised = [was[0], max(was[1], write_units)]
+        if raised != was:
+            restore["indexes"][index["IndexName"]] = {"saved": was, "raised": raised}
+            notes.append(f"{name}: index {index['IndexName']} write units raised from {was[1]:,} to {raised[1]:,}")
+        if max(now[1], raised[1]) != now[1]:
+            target = _units([now[0], max(now[1], raised[1])])
+            updates.append({"Update": {"IndexName": index["IndexName"], "ProvisionedThroughput": target}})
     if updates:
         request["GlobalSecondaryIndexUpdates"] = updates
-    if len(request) == 1:
+    if "units" not in restore and not restore["indexes"]:
         return Raise(None, None, [f"{name}: already at or above the requested capacity; nothing raised"])
-    return Raise(request, restore, notes)
+    return Raise(request if len(request) > 1 else None, restore, notes)
 
 
 def _warm_request(
@@ -171,13 +190,51 @@ def _put_back(what: str, current: list[int], record: Mapping[str, Any], notes: l
     return target if target != current else None
 
 
-def raise_capacity(dynamodb: Any, targets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def original_of(described: Mapping[str, Any]) -> dict[str, Any]:
+    """What a record keeps of a table before anything is raised: its billing mode and provisioned units."""
+    return {
+        "TableName": described["TableName"],
+        "BillingModeSummary": dict(described.get("BillingModeSummary", {})),
+        "ProvisionedThroughput": {
+            name: int(described.get("ProvisionedThroughput", {}).get(name, 0)) for name in _UNITS
+        },
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": index["IndexName"],
+                "ProvisionedThroughput": {
+                    name: int(index.get("ProvisionedThroughput", {}).get(name, 0)) for name in _UNITS
+                },
+            }
+            for index in described.get("GlobalSecondaryIndexes", [])
+        ],
+    }
+
+
+def raise_capacity(
+    dynamodb: Any, targets: Iterable[Mapping[str, Any]], record_to: str = "", s3: Any = None
+) -> dict[str, Any]:
     """Raise each target's capacity; return whether anything can be restored, the restore records,
     the tables to wait on, and notes.
 
+    With ``record_to`` (``s3://bucket/key``, or a file path), the targets' original
+    capacity is written there before the first UpdateTable; a raise tried again
+    finds the record and raises (and later restores) from those originals.
     When one table's raise is refused, the tables raised before it are restored
     at once and CapacityRefusedError names the table and DynamoDB's reason.
     """
+    targets = list(targets)
+    record = load_record(record_to, s3) if record_to else None
+    if record is None:
+        described = []
+        for target in targets:
+            try:
+                described.append(original_of(dynamodb.describe_table(TableName=target["table"])["Table"]))
+            except (ClientError, BotoCoreError) as error:
+                raise CapacityRefusedError(target["table"], str(error)) from None
+        record = {"targets": targets, "originals": described}
+        if record_to:
+            store_record(record_to, record, s3)  # before the first UpdateTable: every exit path restores from it
+    originals = {o["TableName"]: o for o in record["originals"]}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
     tables = []
@@ -185,19 +242,61 @@ def raise_capacity(dynamodb: Any, targets: Iterable[Mapping[str, Any]]) -> dict[
         table = target["table"]
         try:
             described = dynamodb.describe_table(TableName=table)["Table"]
-            planned = raise_request(described, int(target.get("read_units", 0)), int(target.get("write_units", 0)))
+            planned = raise_request(
+                described, int(target.get("read_units", 0)), int(target.get("write_units", 0)), originals.get(table)
+            )
             if planned.request is not None:
                 dynamodb.update_table(**planned.request)
         except (ClientError, BotoCoreError) as error:
             undone = restore_capacity(dynamodb, records)
             raise CapacityRefusedError(table, str(error), "; ".join(undone["notes"])) from None
         notes += planned.notes
-        if planned.request is None:
+        if planned.request is None and planned.restore is None:
             continue
         tables.append(table)
         if planned.restore is not None:
             records.append(planned.restore)
     return {"raised": bool(records), "restore": records, "tables": tables, "notes": notes}
+
+
+def restore_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The restore records a capacity record implies: what each target's raise set, against its original."""
+    originals = {o["TableName"]: o for o in record.get("originals", [])}
+    found = []
+    for target in record.get("targets", []):
+        original = originals.get(target["table"])
+        if original is None:
+            continue
+        planned = raise_request(original, int(target.get("read_units", 0)), int(target.get("write_units", 0)))
+        if planned.restore is not None:
+            found.append(planned.restore)
+    return found
+
+
+def load_record(location: str, s3: Any = None) -> dict[str, Any] | None:
+    """The capacity record at ``location`` (None when there is none yet)."""
+    if location.startswith("s3://"):
+        bucket, _, key = location[len("s3://") :].partition("/")
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return dict(json.loads(body))
+    path = Path(location)
+    return dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def store_record(location: str, record: Mapping[str, Any], s3: Any = None) -> None:
+    """Write the capacity record to ``location`` (an ``s3://`` URI, or a file)."""
+    body = json.dumps(record, default=str).encode()
+    if location.startswith("s3://"):
+        bucket, _, key = location[len("s3://") :].partition("/")
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    else:
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        Path(location).write_bytes(body)
 
 
 def capacity_ready(dynamodb: Any, tables: Iterable[str]) -> bool:
@@ -271,15 +370,36 @@ def records_from_history(events: Iterable[Mapping[str, Any]]) -> list[dict[str, 
     return None
 
 
-def restore_after_stop(dynamodb: Any, stepfunctions: Any, execution_arn: str) -> dict[str, Any]:
-    """Restore what a stopped or timed-out execution raised, read from its history."""
+def record_location(bucket: str, execution_name: str) -> str:
+    """Where an execution's capacity record lives in the results bucket."""
+    return f"s3://{bucket}/runs/{execution_name}/capacity.json"
+
+
+def restore_after_stop(
+    dynamodb: Any, stepfunctions: Any, execution_arn: str, s3: Any = None, bucket: str = ""
+) -> dict[str, Any]:
+    """Restore what a failed, stopped or timed-out execution raised.
+
+    The capacity record in the results bucket (written before the first raise)
+    says what to restore, even when the raise itself timed out; an execution
+    started by an older stack has none, and its history's RaiseCapacity output is read.
+    """
     records: list[dict[str, Any]] | None = None
-    try:
-        for page in stepfunctions.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
-            records = records_from_history(page.get("events", []))
-            if records is not None:
-                break
-    except (ClientError, BotoCoreError) as error:
-        note = f"could not read {execution_arn}'s history ({error}): check the tables' capacity by hand"
-        return {"execution_arn": execution_arn, "restored": [], "left": [{"reason": str(error)}], "notes": [note]}
+    if bucket and s3 is not None:
+        try:
+            record = load_record(record_location(bucket, execution_arn.rsplit(":", 1)[-1]), s3)
+        except (ClientError, BotoCoreError) as error:
+            note = f"could not read the capacity record of {execution_arn} ({error}): check the tables' capacity"
+            return {"execution_arn": execution_arn, "restored": [], "left": [{"reason": str(error)}], "notes": [note]}
+        if record is not None:
+            records = restore_records(record)
+    if records is None:
+        try:
+            for page in stepfunctions.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+                records = records_from_history(page.get("events", []))
+                if records is not None:
+                    break
+        except (ClientError, BotoCoreError) as error:
+            note = f"could not read {execution_arn}'s history ({error}): check the tables' capacity by hand"
+            return {"execution_arn": execution_arn, "restored": [], "left": [{"reason": str(error)}], "notes": [note]}
     return {"execution_arn": execution_arn, **restore_capacity(dynamodb, records or [])}

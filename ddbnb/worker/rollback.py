@@ -35,6 +35,7 @@ import boto3
 
 from ddbnb.exceptions import InvalidParameterError, ThrottledError
 from ddbnb.worker import journal, params
+from ddbnb.worker.budgets import limits_now
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.conditional import Guarded, UnwritableError, delete_write, insert_write, update_write
 from ddbnb.worker.failures import FailureLog
@@ -120,10 +121,11 @@ class _Rollback:
         self.source, self.execute = str(settings["from"]), bool(settings["execute"])
         self.segment = int(event["segment"])
         self.session = boto3_session
-        self.limits = limits or limits_for(event)
         self.dynamodb: WireClient = shared_client(boto3_session)
         self.table = event["table"]
         facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
+        settings = event.get("limits")
+        self.limits = limits or limits_for(event, budgets=limits_now(settings, facts, facts) if settings else None)
         self.keys = facts.key_names
         self.mode = event.get("write_mode", "conditional")
         self.read_backoff = Backoff(on_throttle=lambda _: self.limits.read.throttled())

@@ -39,13 +39,14 @@ from botocore.exceptions import ClientError
 
 from ddbnb.exceptions import ThrottledError, TransformFailingError
 from ddbnb.worker import params
+from ddbnb.worker.budgets import limits_now
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.items import deserialize, format_key
 from ddbnb.worker.journal import JournalWriter
 from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.reads import key_text, read_items
-from ddbnb.worker.tables import table_facts
+from ddbnb.worker.tables import TableFacts, table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import shared_client
 from ddbnb.worker.writes import Backoff, call_patiently, is_throttle
@@ -89,6 +90,12 @@ def validate_event(event: Mapping[str, Any]) -> None:
         params.check_int("page_size", event.get("page_size"), 1)
 
 
+def _budgets_now(event: Mapping[str, Any], source: TableFacts, target: TableFacts) -> tuple[float, float] | None:
+    """The budgets from the tables' capacity now, when the event carries the run's limits (the aws engine)."""
+    settings = event.get("limits")
+    return limits_now(settings, source, target) if settings else None
+
+
 def now() -> str:
     """The time now, as results record it (UTC, ISO 8601, milliseconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -119,7 +126,6 @@ class _Segment:
         self, event: Mapping[str, Any], boto3_session: boto3.Session | None, limits: Limits | None = None
     ) -> None:
         self.event = event
-        self.limits = limits or limits_for(event)
         self.dynamodb = shared_client(boto3_session)
         self.table = event["table"]
         source = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
@@ -128,6 +134,7 @@ class _Segment:
             target_facts = source
         else:
             target_facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, target))
+        self.limits = limits or limits_for(event, budgets=_budgets_now(event, source, target_facts))
         self.read_backoff = Backoff(on_throttle=self._read_throttled)
         self.read_estimate = 0.0  # read units of the last page: the next page's reservation
         self.read_throttles = 0

@@ -11,7 +11,7 @@ import pytest
 
 import ddbnb
 from ddbnb.engines.local import session_args
-from ddbnb.exceptions import RunIncompleteError, TransformRejectedError
+from ddbnb.exceptions import DryRunRequiredError, RunIncompleteError, TransformRejectedError
 from tests.conftest import create_table, scan_all, simple_item, spec
 
 
@@ -89,12 +89,18 @@ def test_every_failed_key_is_kept_and_retry_failed_writes_exactly_those(make_tab
 
     mine.write_text("def fn(item):\n    item['flag'] = 'v2'\n    return item\n")  # fixed
     before = scan_all(dynamodb, source)
+    with pytest.raises(DryRunRequiredError):  # the same gate as a migration: nobody previewed the fix yet
+        ddbnb.retry_failed(run, progress=False)
+    assert scan_all(dynamodb, source) == before
+    ddbnb.dry_run(source, f"{mine}:fn", 20, run_dir=run)
     retry = ddbnb.retry_failed(run, progress=False)
     assert (retry["scanned"], retry["written"], retry["failed"], retry["status"]) == (150, 150, 0, "SUCCEEDED")
     after = scan_all(dynamodb, source)
     changed = {key for key in after if after[key] != before[key]}
     assert len(changed) == 150 and all(after[k]["flag"] == "v2" for k in after)
     assert (run / retry["run_dir"].rsplit("/", 1)[-1] / "manifest.json").is_file()
+    run_summary = json.loads((run / "summary.json").read_text())
+    assert run_summary["status"] == "SUCCEEDED" and run_summary["retries"][0]["written"] == 150
 
 
 def test_workers_get_the_credentials_of_a_session_made_from_keys(make_table, tmp_path, monkeypatch):

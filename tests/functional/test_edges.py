@@ -376,7 +376,8 @@ def test_a_destination_deleted_during_the_run_stops_it_at_once(session):
         run(event(source, "rekey", destination=destination), session)
 
 
-def test_a_throttled_read_after_a_conflict_stalls_the_page_instead_of_failing(session):
+def test_a_throttled_read_after_a_conflict_stalls_the_page_instead_of_failing(session, monkeypatch):
+    monkeypatch.setattr("ddbnb.worker.writes.Backoff.wait", lambda self, attempt: None)  # no real sleeping
     dynamodb = client("dynamodb")
     table = create_table(dynamodb)
     put_items(dynamodb, table, [{"pk": {"S": "p"}, "sk": {"S": f"s{i}"}, "status": {"S": "new"}} for i in range(5)])

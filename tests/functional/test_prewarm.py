@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ddbnb.exceptions import CapacityRefusedError
-from ddbnb.worker.prewarm import raise_capacity, restore_capacity, targets_for
+from ddbnb.worker.prewarm import load_record, raise_capacity, restore_capacity, restore_records, targets_for
 from tests.conftest import create_table
 
 
@@ -101,3 +101,30 @@ def test_a_refused_restore_is_reported_with_what_to_set_by_hand_never_raised(dyn
     report = restore_capacity(dynamodb, raised["restore"])
     assert report["restored"] == [] and report["left"][0]["table"] == table
     assert "set it back by hand" in report["notes"][0] and '"saved": [5, 5]' in report["notes"][0]
+
+
+def test_a_raise_tried_again_after_a_partial_success_restores_the_original(dynamodb, tmp_path):
+    table = indexed_table(dynamodb)
+    record = str(tmp_path / "capacity.json")
+    targets = targets_for(table, None, read_units=40, write_units=60)
+    raise_capacity(dynamodb, targets, record)  # applied, but its answer never reached the state machine
+    again = raise_capacity(dynamodb, targets, record)  # Step Functions retries the task
+    assert units(dynamodb, table) == {"table": (40, 60), "by-g": (3, 60)}
+    assert again["restore"] == [
+        {
+            "table": table,
+            "units": {"saved": [5, 5], "raised": [40, 60]},
+            "indexes": {"by-g": {"saved": [3, 3], "raised": [3, 60]}},
+        }
+    ]
+    restore_capacity(dynamodb, again["restore"])
+    assert units(dynamodb, table) == {"table": (5, 5), "by-g": (3, 3)}
+
+
+def test_a_raise_that_timed_out_is_restored_from_the_record_written_before_it(dynamodb, tmp_path):
+    table = indexed_table(dynamodb)
+    record = str(tmp_path / "capacity.json")
+    raise_capacity(dynamodb, targets_for(table, None, read_units=40, write_units=60), record)
+    # No output ever came back (the invocation timed out): the record alone says what to put back.
+    report = restore_capacity(dynamodb, restore_records(load_record(record) or {}))
+    assert report["restored"] == [table] and units(dynamodb, table) == {"table": (5, 5), "by-g": (3, 3)}

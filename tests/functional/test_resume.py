@@ -76,7 +76,11 @@ def test_a_sigkilled_run_goes_on_from_its_checkpoints(make_table, dynamodb, tmp_
     assert 0.4 * ITEMS <= killed_at < ITEMS
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "RUNNING"
 
-    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2)
+    # Going on with other parameters (no rate limit) is refused, and says what differs.
+    faster = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2)
+    with pytest.raises(ddbnb.exceptions.PlanChangedError, match=r"rate_limit: 400\.0 when the run started, 0\.0 now"):
+        ddbnb.migrate(faster, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2, rate_limit=400)
     summary = ddbnb.migrate(plan, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
     assert summary is not None and summary["status"] == "SUCCEEDED"
     assert summary["scanned"] == ITEMS and summary["failed"] == 0
@@ -126,5 +130,30 @@ def test_a_finished_run_folder_starts_over_and_a_different_plan_is_refused(make_
     summary_path = tmp_path / "summary.json"
     summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "status": "RUNNING"}))
     other = ddbnb.plan_migration(table, spec("set_flag"), total_segments=3, max_concurrency=2)
-    with pytest.raises(ddbnb.exceptions.DdbnbError, match="total_segments=2"):
+    with pytest.raises(ddbnb.exceptions.PlanChangedError, match="total_segments: 2 when the run started, 3 now"):
         ddbnb.migrate(other, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    # So is another destination, transform, write mode or engine, on a finished folder too.
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "status": "SUCCEEDED"}))
+    batch = ddbnb.plan_migration(table, spec("bump"), total_segments=2, max_concurrency=2, write_mode="batch")
+    with pytest.raises(ddbnb.exceptions.PlanChangedError) as refused:
+        ddbnb.migrate(batch, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    assert [line.split(":")[0] for line in refused.value.differences] == ["transform", "write_mode"]
+
+
+def test_a_resume_keeps_the_capacity_share_the_run_started_with(dynamodb, tmp_path, capsys):
+    from tests.conftest import create_table, put_items
+
+    table = create_table(dynamodb, throughput=100)  # provisioned: 1,000 read and 100 write units
+    put_items(dynamodb, table, [simple_item(i) for i in range(60)])
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=2, max_concurrency=2, capacity_share=0.25)
+    assert (plan.read_units_per_s, plan.write_units_per_s) == (250, 25)
+    ddbnb.migrate(plan, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    recorded = json.loads((tmp_path / "plan.json").read_text())
+    assert (recorded["capacity_share"], recorded["max_write_units"]) == (0.25, 0)
+    summary_path = tmp_path / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "status": "INTERRUPTED"}))
+    capsys.readouterr()
+    resumed = ddbnb.resume(tmp_path, progress=False)
+    said = capsys.readouterr().out
+    assert resumed["status"] == "SUCCEEDED"
+    assert "write limit 25 units/s: capacity_share 0.25 of 100" in said and "read limit 250 units/s" in said

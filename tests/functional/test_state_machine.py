@@ -35,6 +35,7 @@ import ddbnb
 from ddbnb.control.package import build_lambda_package
 from ddbnb.engines import aws as engine_aws
 from ddbnb.exceptions import DdbnbError, StaleStackError
+from ddbnb.runfolder import RunFolder
 from ddbnb.worker import lambda_entry
 from ddbnb.worker.prewarm import targets_for
 from tests.conftest import create_table, put_items, scan_all, simple_item, spec
@@ -214,12 +215,14 @@ def test_a_failing_worker_still_restores_capacity(moto, dynamodb, tmp_path):
     if described["status"] == "SUCCEEDED":
         assert described["states"][-2] == "RestoreCapacity"
     else:
-        engine_aws.restore_raised(described["executionArn"])
+        engine_aws.restore_raised(described["executionArn"], outputs["ResultsBucketName"])
     assert capacity(dynamodb, table) == (50, 5)  # restored
     assert any(c["segment"] == 1 for c in moto["calls"])
 
 
-def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rule(moto, dynamodb, tmp_path):
+def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rule(
+    moto, dynamodb, tmp_path, monkeypatch
+):
     import threading
 
     table = provisioned_table(dynamodb, [simple_item(i) for i in range(50)])
@@ -236,7 +239,7 @@ def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rul
     assert capacity(dynamodb, table) == (50, 40)  # raised; the segment is held
     sfn.stop_execution(executionArn=arn, cause="stopped from the test")
     try:
-        report = engine_aws.restore_raised(arn)  # what ddbnb's Ctrl-C path runs
+        report = engine_aws.restore_raised(arn, "results")  # what ddbnb's Ctrl-C path runs, from the record
     finally:
         release.set()
     assert report["restored"] == [table] and capacity(dynamodb, table) == (50, 5)
@@ -248,6 +251,7 @@ def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rul
         "source": "aws.states",
         "detail": {"executionArn": arn, "stateMachineArn": outputs["StateMachineArn"], "status": "ABORTED"},
     }
+    monkeypatch.setenv(lambda_entry.RESULTS_BUCKET, "results")  # as the template sets it for the worker
     again = lambda_entry.handle(event, Context(60_000))
     assert again["restored"] == [] and again["left"] == [] and capacity(dynamodb, table) == (50, 5)
 
@@ -282,19 +286,19 @@ def test_running_03_again_attaches_to_the_execution_its_run_folder_started(moto,
     from ddbnb.plan import Plan
     from ddbnb.worker.tables import describe_table
 
-    migrate_module = importlib.import_module("ddbnb.migrate")  # the module, not the function ddbnb.migrate
+    migrate_module = importlib.import_module("ddbnb.awsrun")
     table = make_table([simple_item(i) for i in range(50)])
     outputs = create_stack_resources(moto, table)
     monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
     plan = Plan(describe_table(table), spec("set_flag"), "aws", 1, 1, stack_name="stack")
-    first = migrate_module._run_aws(plan, tmp_path, False, None, {})["execution_arn"]
+    first = migrate_module.run_aws(plan, RunFolder(tmp_path), False, None)["execution_arn"]
     sfn = moto["client"]("stepfunctions")
     machine = outputs["StateMachineArn"]
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
     # The kernel died while it waited: summary.json still says RUNNING, with the execution.
     recorded = json.loads((tmp_path / "summary.json").read_text())
     assert recorded["execution_arn"] == first and recorded["status"] == "RUNNING"
-    again = migrate_module._run_aws(plan, tmp_path, False, None, recorded)["execution_arn"]
+    again = migrate_module.run_aws(plan, RunFolder(tmp_path), False, None)["execution_arn"]
     assert again == first
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # no second execution
 
@@ -307,7 +311,7 @@ def test_a_stack_deployed_with_other_code_or_tables_is_refused_before_any_execut
     from ddbnb.plan import Plan
     from ddbnb.worker.tables import describe_table
 
-    migrate_module = importlib.import_module("ddbnb.migrate")
+    migrate_module = importlib.import_module("ddbnb.awsrun")
     table = make_table([simple_item(i) for i in range(20)])
     outputs = create_stack_resources(moto, table)  # deployed with set_flag, in place
     monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
@@ -317,13 +321,13 @@ def test_a_stack_deployed_with_other_code_or_tables_is_refused_before_any_execut
     changed.write_text(Path(spec("bump").rpartition(":")[0]).read_text() + "\n# edited\n")
     edited = Plan(describe_table(table), f"{changed}:bump", "aws", 1, 1, stack_name="stack")
     with pytest.raises(StaleStackError) as info:
-        migrate_module._run_aws(edited, tmp_path, False, None, {})
+        migrate_module.run_aws(edited, RunFolder(tmp_path), False, None)
     assert "01_deploy" in str(info.value) and "builds" in info.value.differences[0]
     copying = Plan(describe_table(table), spec("set_flag"), "aws", 1, 1, destination="other", stack_name="s")
     with pytest.raises(StaleStackError, match="it writes in place, the plan into 'other'"):
-        migrate_module._run_aws(copying, tmp_path, False, None, {})
+        migrate_module.run_aws(copying, RunFolder(tmp_path), False, None)
     assert sfn.list_executions(stateMachineArn=machine)["executions"] == []  # nothing started
-    ran = migrate_module._run_aws(edited, tmp_path, False, None, {}, True, {"percentage": 5, "count": 0})
+    ran = migrate_module.run_aws(edited, RunFolder(tmp_path), False, None, True, {"percentage": 5, "count": 0})
     assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1  # the operator's explicit choice
     sent = json.loads(sfn.describe_execution(executionArn=ran["execution_arn"])["input"])
     # The Map fails past either threshold, so the one not given tolerates every segment.
@@ -331,7 +335,7 @@ def test_a_stack_deployed_with_other_code_or_tables_is_refused_before_any_execut
 
 
 def test_execution_names_are_unique_and_fit_step_functions():
-    from ddbnb.migrate import execution_name
+    from ddbnb.awsrun import execution_name
 
     long = "orders:" + "x" * 200 + "-20261127T000000Z"
     names = {execution_name(long) for _ in range(50)}
@@ -366,7 +370,7 @@ def test_redrive_fetches_the_results_again_and_rewrites_the_summary(moto, dynamo
 
     from ddbnb.insight.results import load_results
 
-    migrate_module = importlib.import_module("ddbnb.migrate")
+    migrate_module = importlib.import_module("ddbnb.awsrun")
     table = provisioned_table(dynamodb, [simple_item(i) for i in range(30)])
     outputs = create_stack_resources(moto, table)
     monkeypatch.setattr(migrate_module, "stack_outputs", lambda *_: outputs)
@@ -435,7 +439,7 @@ def test_a_rollback_runs_on_the_state_machine_from_the_journal_the_migration_lef
     from ddbnb.worker import journal
     from ddbnb.worker.tables import describe_table
 
-    migrate_module = importlib.import_module("ddbnb.migrate")
+    migrate_module = importlib.import_module("ddbnb.awsrun")
     rollback_module = importlib.import_module("ddbnb.rollback")
     table = make_table([simple_item(i, pad=4000) for i in range(1200)])  # on demand; 3 pages a segment
     original = scan_all(dynamodb, table)
@@ -454,8 +458,8 @@ def test_a_rollback_runs_on_the_state_machine_from_the_journal_the_migration_lef
     monkeypatch.setattr(rollback_module, "fetch_results", fetch_results)
     moto["behaviour"]["millis"] = 0  # one page, so one journal object, per invocation
     plan = Plan(describe_table(table), spec("set_flag"), "aws", 2, 2, stack_name="stack")
-    migrate_module._record_plan(plan, tmp_path, journal=True, journal_to="")
-    ran = migrate_module._run_aws(plan, tmp_path, False, None, {})
+    RunFolder(tmp_path).record_plan({**plan.settings(), "journal_to": ""})
+    ran = migrate_module.run_aws(plan, RunFolder(tmp_path), False, None)
     assert ran["execution_status"] == "SUCCEEDED"
     assert {item.get("flag") for item in scan_all(dynamodb, table).values()} == {"v2"}
     location = json.loads((tmp_path / "plan.json").read_text())["journal_to"]

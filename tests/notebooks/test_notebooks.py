@@ -296,7 +296,7 @@ def test_a_live_table_run_in_conditional_mode_through_the_notebooks(make_table, 
         run_dir=str(tmp_path),
         write_mode="conditional",
     )
-    assert "write mode conditional: safe on a live table" in text_of(dry)
+    assert "write mode conditional (the default, safe on a live table)" in text_of(dry)
     run(
         "03_migrate",
         tmp_path,

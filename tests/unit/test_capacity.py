@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ddbnb.plan import capacity_limits, page_size_for, table_rate
+from ddbnb.plan import page_size_for
+from ddbnb.worker.budgets import capacity_limits, table_rate
 from ddbnb.worker.capacity import COOLDOWN_S, INCREASE_PER_S, Bucket, BucketState, fresh_values, limits_for
 from ddbnb.worker.tables import TableFacts
 

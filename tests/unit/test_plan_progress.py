@@ -69,7 +69,8 @@ def test_progress_mode_is_lines_without_a_widget_front_end(monkeypatch):
 
 
 def test_the_plan_counts_the_capacity_pre_warm_raises_and_says_what_it_does():
-    from ddbnb.plan import after_prewarm, capacity_limits, prewarm_reasons
+    from ddbnb.plan import after_prewarm, prewarm_reasons
+    from ddbnb.worker.budgets import capacity_limits
 
     provisioned = TableFacts("src", 1000, 10**6, "PROVISIONED", 100, 50, ("pk",))
     on_demand = TableFacts("dst", 0, 0, "PAY_PER_REQUEST", 0, 0, ("pk",), warm_write_units=4000)
