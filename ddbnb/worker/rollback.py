@@ -124,8 +124,8 @@ class _Rollback:
         self.dynamodb: WireClient = shared_client(boto3_session)
         self.table = event["table"]
         facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
-        settings = event.get("limits")
-        self.limits = limits or limits_for(event, budgets=limits_now(settings, facts, facts) if settings else None)
+        given = event.get("limits")
+        self.limits = limits or limits_for(event, budgets=limits_now(given, facts, facts) if given else None)
         self.keys = facts.key_names
         self.mode = event.get("write_mode", "conditional")
         self.read_backoff = Backoff(on_throttle=lambda _: self.limits.read.throttled())
