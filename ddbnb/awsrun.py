@@ -27,12 +27,12 @@ from ddbnb.engines.aws import (
     wait_run,
 )
 from ddbnb.engines.aws import redrive as engine_redrive
-from ddbnb.exceptions import DdbnbError, StaleStackError
+from ddbnb.exceptions import DdbnbError, StaleStackError, command
 from ddbnb.insight.results import result_entries, summarize
 from ddbnb.plan import Plan
 from ddbnb.runfolder import FAILURES, JOURNAL, RunFolder, utc_now
 from ddbnb.worker import journal, params
-from ddbnb.worker.clients import clear_errors
+from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.prewarm import targets_for
 
 _FAILED = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -174,6 +174,27 @@ def failed_segment_positions(folder: RunFolder, boto3_session: boto3.Session | N
             }
         )
     return positions
+
+
+@clear_errors
+def stop_execution(folder: RunFolder, boto3_session: boto3.Session | None = None) -> dict[str, Any]:
+    """Stop the execution the aws run in ``folder`` started, and put back what its pre-warm raised.
+
+    The run can then be redriven (``ddbnb.redrive(run_dir)``): each failed or
+    stopped segment goes on from its last cursor.
+    """
+    summary = folder.summary()
+    arn = summary.get("execution_arn")
+    if not arn:
+        raise DdbnbError(f"{folder} holds no aws-engine execution to stop (summary.json has no execution_arn).")
+    outputs = stack_outputs(summary.get("stack_name") or folder.plan().get("stack_name", ""), boto3_session)
+    client("stepfunctions", boto3_session).stop_execution(executionArn=arn, cause="stopped with ddbnb stop")
+    print(f"stopped {arn}; {command('redrive', folder)} goes on from where its segments stopped")
+    report = restore_raised(arn, outputs["ResultsBucketName"], boto3_session)
+    folder.mark(
+        "ABORTED", **{k: summary[k] for k in summary if k not in ("status", "attempts", "retries", "rollbacks")}
+    )
+    return report
 
 
 @clear_errors

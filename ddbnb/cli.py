@@ -1,27 +1,34 @@
 """The ``ddbnb`` command: the whole flow without opening a notebook.
 
-``seed``, ``deploy``, ``dry-run``, ``migrate`` and ``results`` execute the same
-notebooks with papermill into the run folder, so every path leaves the same
-audit record (executed notebooks, JSON, charts). ``status`` reads a run
-folder; ``sandbox`` and ``demo`` manage the embedded sandbox.
+``deploy``, ``dry-run``, ``migrate``, ``results`` and ``rollback`` execute the
+same notebooks with papermill into the run folder (each attempt's executed
+notebook under ``attempts/``), so every path leaves the same audit record.
+``resume``, ``retry-failed``, ``redrive``, ``stop`` and ``status`` work on a
+run folder; ``sandbox``, ``seed``, ``demo`` and ``lab`` manage the embedded
+sandbox. Errors print one line that names the flag or command to use, and exit
+with status 2; Ctrl-C stops the run cleanly (resumable) and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ddbnb.control.deploy import AWS_CONCURRENCY
 from ddbnb.emulation import servers
-from ddbnb.exceptions import DdbnbError
+from ddbnb.exceptions import CLI_ENV, DdbnbError
 from ddbnb.lab import LAB_DEMO_ITEMS, LAB_PORT
 
 EPILOG = """The flow: ddbnb sandbox up; eval "$(ddbnb sandbox env)"; ddbnb seed; ddbnb dry-run TABLE TRANSFORM
---run-dir D; ddbnb migrate TABLE TRANSFORM --run-dir D --execute; ddbnb results D. Errors print one line
-and exit with status 2."""
+--run-dir D; ddbnb migrate TABLE TRANSFORM --run-dir D --execute; ddbnb results D; ddbnb status D. Errors print
+one line and exit with status 2; Ctrl-C stops a run so that `ddbnb resume D` goes on, and exits with 130."""
 
 
 def _absolute_transform(spec: str) -> str:
@@ -42,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddbnb", description="Mass migrations of DynamoDB tables.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"ddbnb {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    talk = argparse.ArgumentParser(add_help=False)
+    talk.add_argument(
+        "--verbose", action="store_true", help="also show papermill's cell-by-cell log and the kernel's warnings"
+    )
 
     box = commands.add_parser("sandbox", help="DynamoDB Local + moto server on 127.0.0.1")
     box.add_argument("action", choices=["up", "down", "env"], help="start, stop, or print the exports")
@@ -61,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=7, help="random seed: the same seed gives the same items")
     seed.add_argument("--replace", action="store_true", help="delete and re-create the table if it exists")
 
-    deploy = commands.add_parser("deploy", help="run 01_deploy: package the worker and deploy the stack")
+    deploy = commands.add_parser("deploy", parents=[talk], help="run 01_deploy: package the worker, deploy the stack")
     deploy.add_argument("stack_name", help="the CloudFormation stack to create or update")
     deploy.add_argument("table", help="the table the migration reads")
     deploy.add_argument("transform", help="module:function or path/to/file.py:function")
@@ -75,13 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--run-dir", default="", help="where the executed notebook goes (default runs/deploy-...)")
 
-    dry = commands.add_parser("dry-run", help="run 02_dry_run: preview the transform on a sample, write nothing")
+    dry = commands.add_parser(
+        "dry-run", parents=[talk], help="run 02_dry_run: preview the transform on a sample, write nothing"
+    )
     _table_and_transform(dry)
     dry.add_argument("--sample-size", type=int, default=100, help="items sampled across the key space")
     dry.add_argument("--seed", type=int, default=0, help="the same seed gives the same sample")
     dry.add_argument("--allow-unsafe", action="store_true", help="exit 0 even when the verdict is NOT SAFE")
 
-    mig = commands.add_parser("migrate", help="run 03_migrate: print the plan, or run it with --execute")
+    mig = commands.add_parser(
+        "migrate", parents=[talk], help="run 03_migrate: print the plan, or run it with --execute"
+    )
     _table_and_transform(mig)
     mig.add_argument("--execute", action="store_true", help="run the migration (without it: print the plan)")
     mig.add_argument("--total-segments", type=int, default=0, help="parallel-scan segments (0 chooses)")
@@ -110,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-journal", action="store_true", help="keep no before-images (then `ddbnb rollback` cannot undo the run)"
     )
 
-    res = commands.add_parser("results", help="run 04_results: per-segment table and charts into the run folder")
+    res = commands.add_parser(
+        "results", parents=[talk], help="run 04_results: the segments, charts (PNG) and an HTML report in the folder"
+    )
     res.add_argument("run_dir", help="the folder 03_migrate wrote")
 
     lab = commands.add_parser(
@@ -120,14 +137,30 @@ def _parser() -> argparse.ArgumentParser:
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
     lab.add_argument("--items", type=int, default=LAB_DEMO_ITEMS, help="demo items to seed when the table is missing")
     lab.add_argument("--notebooks", default="", help="the folder to serve (default: the kit's notebooks/)")
-    status = commands.add_parser("status", help="what a run folder holds: dry run verdict, run status, files")
+    status = commands.add_parser(
+        "status", help="the whole story of a run folder: dry run, plan, run, retries, rollbacks, files"
+    )
     status.add_argument("run_dir", help="a run folder")
     again = commands.add_parser(
         "redrive", help="aws engine: run a failed execution's failed segments again from their cursors"
     )
     again.add_argument("run_dir", help="the folder of the failed aws run")
+    resume = commands.add_parser(
+        "resume", help="go on with a stopped or killed local run, from its checkpoints and with its recorded plan"
+    )
+    resume.add_argument("run_dir", help="the folder of the run")
+    retry = commands.add_parser(
+        "retry-failed", help="read, transform and write exactly the items a run failed on (after a dry run)"
+    )
+    retry.add_argument("run_dir", help="the folder of the run")
+    retry.add_argument("--max-failed-share", type=float, default=0.0, help="pre-flight failures tolerated (0 to 1)")
+    retry.add_argument("--no-require-dry-run", action="store_true", help="retry without a dry run of the code")
+    stop = commands.add_parser(
+        "stop", help="stop the run that holds a folder (local: resumable, as Ctrl-C; aws: the execution)"
+    )
+    stop.add_argument("run_dir", help="the folder of the run")
     undo = commands.add_parser(
-        "rollback", help="run 05_rollback: say what undoing a run would do, or do it with --execute"
+        "rollback", parents=[talk], help="run 05_rollback: say what undoing a run would do, or do it with --execute"
     )
     undo.add_argument("run_dir", help="the folder 03_migrate wrote")
     undo.add_argument("--execute", action="store_true", help="write (without it: only say what it would do)")
@@ -161,6 +194,12 @@ def _table_and_transform(command: argparse.ArgumentParser) -> None:
     command.add_argument("--capacity-share", type=float, default=0.0, help="share of the tables' capacity (0 to 1)")
     command.add_argument("--max-read-units", type=float, default=0.0, help="read units per second for the whole run")
     command.add_argument("--max-write-units", type=float, default=0.0, help="write units per second for the whole run")
+    command.add_argument("--rate-limit", type=float, default=0.0, help="items per second for the whole run (0: none)")
+    command.add_argument(
+        "--allow-non-idempotent",
+        action="store_true",
+        help="dry run: a transform that changes its own result again is a warning, not NOT SAFE",
+    )
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,88 +215,224 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "capacity_share": args.capacity_share,
         "max_read_units": args.max_read_units,
         "max_write_units": args.max_write_units,
+        "rate_limit": args.rate_limit,
     }
 
 
-def _run(args: argparse.Namespace) -> None:
+def _checked_plan(parameters: dict[str, Any], **more: Any) -> Any:
+    """Plan the run in this process first: bad parameters, a missing table, transform or stack are named
+    before a kernel starts (and before any folder is made)."""
+    from ddbnb.plan import plan_migration
+
+    names = (
+        "destination_table_name",
+        "engine",
+        "write_mode",
+        "version_attribute",
+        "capacity_share",
+        "max_read_units",
+        "max_write_units",
+        "stack_name",
+        "rate_limit",
+    )
+    return plan_migration(
+        parameters["table_name"], parameters["transform"], **{name: parameters[name] for name in names}, **more
+    )
+
+
+def _notebook(name: str, folder: str | Path, parameters: dict[str, Any], args: argparse.Namespace) -> Path:
     from ddbnb.execute import run_notebook
 
-    if args.command == "demo":
-        from ddbnb.execute import run_demo
+    with _forward_ctrl_c(folder):
+        return run_notebook(name, folder, parameters, log_output=True, verbose=args.verbose)
 
-        run_demo(items=args.items)
-    elif args.command == "seed":
-        from ddbnb.emulation.demo import seed_demo_table
 
-        seed_demo_table(args.table, args.items, seed=args.seed, replace=args.replace)
-        print(f"seeded {args.items:,} items into {args.table}", file=sys.stderr)
-    elif args.command == "deploy":
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        out = Path(args.run_dir or f"runs/deploy-{args.stack_name}-{stamp}").resolve()
-        parameters = {
-            "stack_name": args.stack_name,
-            "table_name": args.table,
-            "transform": _absolute_transform(args.transform),
-            "destination_table_name": args.destination,
-            "lambda_memory_mb": args.lambda_memory_mb,
-            "reserved_concurrency": args.reserved_concurrency,
-        }
-        run_notebook("01_deploy", out, parameters, log_output=True)
-    elif args.command == "dry-run":
-        parameters = {**_common(args), "sample_size": args.sample_size, "seed": args.seed}
-        parameters["fail_on_unsafe"] = not args.allow_unsafe
-        run_notebook("02_dry_run", parameters["run_dir"], parameters, log_output=True)
-    elif args.command == "migrate":
-        parameters = {
-            **_common(args),
-            "execute": args.execute,
-            "total_segments": args.total_segments,
-            "max_concurrency": args.max_concurrency,
-            "max_failed_share": args.max_failed_share,
-            "require_dry_run": not args.no_require_dry_run,
-            "prewarm_write_units": args.prewarm_write_units,
-            "prewarm_read_units": args.prewarm_read_units,
-            "allow_stale_stack": args.allow_stale_stack,
-            "tolerated_failure_percentage": args.tolerated_failure_percentage,
-            "tolerated_failure_count": args.tolerated_failure_count,
-            "journal": not args.no_journal,
-        }
-        run_notebook("03_migrate", parameters["run_dir"], parameters, log_output=True)
-    elif args.command == "results":
-        folder = str(Path(args.run_dir).resolve())
-        run_notebook("04_results", folder, {"run_dir": folder}, log_output=True)
-    elif args.command == "status":
-        from ddbnb.insight.results import run_status
+@contextmanager
+def _forward_ctrl_c(folder: str | Path) -> Iterator[None]:
+    """On Ctrl-C, stop the run the way Ctrl-C in a notebook does: the kernel that holds ``folder`` gets it, marks
+    the run INTERRUPTED and stops its workers; a second Ctrl-C stops waiting."""
+    from ddbnb.runfolder import RunFolder
 
-        print(run_status(args.run_dir))
-    elif args.command == "lab":
-        from ddbnb.lab import run_lab
+    previous = signal.getsignal(signal.SIGINT)
+    pressed: list[int] = []
 
-        served = Path(args.notebooks).resolve() if args.notebooks else None
-        sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items, notebooks=served))
-    elif args.command == "redrive":
-        from ddbnb.awsrun import redrive
+    def forward(signum: int, frame: Any) -> None:
+        pressed.append(signum)
+        held = RunFolder(folder).holder()
+        if len(pressed) == 1 and held is not None and int(held["pid"]) != os.getpid():
+            print("\nstopping the run (Ctrl-C again to stop waiting) ...", file=sys.stderr)
+            os.kill(int(held["pid"]), signal.SIGINT)
+            return
+        raise KeyboardInterrupt
 
-        redrive(args.run_dir)
-    elif args.command == "rollback":
-        folder = str(Path(args.run_dir).resolve())
-        if not Path(folder).is_dir():
-            raise DdbnbError(f"{folder} is not a folder. Pass the run_dir 03_migrate wrote.")
-        parameters = {
-            "run_dir": folder,
-            "execute": args.execute,
-            "engine": args.engine,
-            "stack_name": args.stack_name,
-            "write_mode": args.write_mode,
-            "max_concurrency": args.max_concurrency,
-            "capacity_share": args.capacity_share,
-            "max_read_units": args.max_read_units,
-            "max_write_units": args.max_write_units,
-            "rate_limit": args.rate_limit,
-        }
-        run_notebook("05_rollback", folder, parameters, log_output=True)
-    else:
-        _sandbox(args)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _deploy(args: argparse.Namespace) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.run_dir or f"runs/deploy-{args.stack_name}-{stamp}").resolve()
+    parameters = {
+        "stack_name": args.stack_name,
+        "table_name": args.table,
+        "transform": _absolute_transform(args.transform),
+        "destination_table_name": args.destination,
+        "lambda_memory_mb": args.lambda_memory_mb,
+        "reserved_concurrency": args.reserved_concurrency,
+    }
+    _notebook("01_deploy", out, parameters, args)
+
+
+def _dry_run(args: argparse.Namespace) -> None:
+    from ddbnb.worker import params
+
+    parameters = {**_common(args), "sample_size": args.sample_size, "seed": args.seed}
+    params.check_int("--sample-size", args.sample_size, 1, 1_000_000)
+    params.check_int("--seed", args.seed, 0)
+    _checked_plan(parameters)
+    parameters.update(fail_on_unsafe=not args.allow_unsafe, allow_non_idempotent=args.allow_non_idempotent)
+    _notebook("02_dry_run", parameters["run_dir"], parameters, args)
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from ddbnb.gate import check_dry_run
+    from ddbnb.worker import params
+
+    parameters = {
+        **_common(args),
+        "execute": args.execute,
+        "total_segments": args.total_segments,
+        "max_concurrency": args.max_concurrency,
+        "max_failed_share": args.max_failed_share,
+        "require_dry_run": not args.no_require_dry_run,
+        "prewarm_write_units": args.prewarm_write_units,
+        "prewarm_read_units": args.prewarm_read_units,
+        "allow_stale_stack": args.allow_stale_stack,
+        "tolerated_failure_percentage": args.tolerated_failure_percentage,
+        "tolerated_failure_count": args.tolerated_failure_count,
+        "journal": not args.no_journal,
+    }
+    params.check_share("--max-failed-share", args.max_failed_share)
+    params.check_percentage("--tolerated-failure-percentage", args.tolerated_failure_percentage)
+    params.check_int("--tolerated-failure-count", args.tolerated_failure_count, 0)
+    plan = _checked_plan(
+        parameters,
+        total_segments=args.total_segments,
+        max_concurrency=args.max_concurrency,
+        prewarm_read_units=args.prewarm_read_units,
+        prewarm_write_units=args.prewarm_write_units,
+        journal=not args.no_journal,
+    )
+    if args.execute and not args.no_require_dry_run:
+        check_dry_run(plan, parameters["run_dir"])  # refused here: no kernel, no folder, no notebook
+    if not args.execute:
+        print(plan)
+        print("\nno --execute: nothing was run. Add --execute to migrate.")
+        return
+    _notebook("03_migrate", parameters["run_dir"], parameters, args)
+
+
+def _results(args: argparse.Namespace) -> None:
+    from ddbnb.execute import render_html
+    from ddbnb.runfolder import SUMMARY
+
+    folder = Path(args.run_dir).resolve()
+    if not (folder / SUMMARY).is_file() and not (folder / "manifest.json").is_file():
+        raise DdbnbError(f"{folder} holds no results: pass a folder `ddbnb migrate --execute` wrote.")
+    executed = _notebook("04_results", folder, {"run_dir": str(folder)}, args)
+    report = render_html(executed, folder / "results.html")
+    charts = sorted(str(path) for path in folder.glob("*.png"))
+    print(f"report: {report}\ncharts:\n  " + "\n  ".join(charts), file=sys.stderr)
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    from ddbnb.runfolder import RunFolder
+
+    folder = RunFolder(Path(args.run_dir).resolve())
+    if not folder.path.is_dir():
+        raise DdbnbError(f"{folder} is not a folder. Pass the run folder `ddbnb migrate` wrote.")
+    if not folder.plan():
+        raise DdbnbError(
+            f"{folder} holds no migration (plan.json is missing). Pass the run folder `ddbnb migrate` wrote."
+        )
+    parameters = {
+        "run_dir": str(folder),
+        "execute": args.execute,
+        "engine": args.engine,
+        "stack_name": args.stack_name,
+        "write_mode": args.write_mode,
+        "max_concurrency": args.max_concurrency,
+        "capacity_share": args.capacity_share,
+        "max_read_units": args.max_read_units,
+        "max_write_units": args.max_write_units,
+        "rate_limit": args.rate_limit,
+    }
+    _notebook("05_rollback", folder.path, parameters, args)
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from ddbnb.migrate import resume
+
+    resume(args.run_dir)
+
+
+def _retry(args: argparse.Namespace) -> None:
+    from ddbnb.retry import retry_failed
+
+    retry_failed(args.run_dir, require_dry_run=not args.no_require_dry_run, max_failed_share=args.max_failed_share)
+
+
+def _stop(args: argparse.Namespace) -> None:
+    from ddbnb.runfolder import RunFolder, stop_local
+
+    folder = RunFolder(args.run_dir)
+    summary = folder.summary()
+    if summary.get("execution_arn") and summary.get("status") == "RUNNING":
+        from ddbnb.awsrun import stop_execution
+
+        stop_execution(folder)
+        return
+    held = stop_local(folder)
+    print(
+        f"stopped the {held.get('operation', 'run')} of pid {held['pid']}: its status is now "
+        f"{folder.summary().get('status', '?')}; go on with `ddbnb resume {folder}`",
+        file=sys.stderr,
+    )
+
+
+def _status(args: argparse.Namespace) -> None:
+    from ddbnb.status import run_status
+
+    print(run_status(args.run_dir))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from ddbnb.execute import run_demo
+
+    run_demo(items=args.items)
+
+
+def _seed(args: argparse.Namespace) -> None:
+    from ddbnb.emulation.demo import seed_demo_table
+
+    seed_demo_table(args.table, args.items, seed=args.seed, replace=args.replace)
+    print(f"seeded {args.items:,} items into {args.table}", file=sys.stderr)
+
+
+def _lab(args: argparse.Namespace) -> None:
+    from ddbnb.lab import run_lab
+
+    served = Path(args.notebooks).resolve() if args.notebooks else None
+    sys.exit(run_lab(args.port, open_browser=not args.no_browser, seed_items=args.items, notebooks=served))
+
+
+def _redrive(args: argparse.Namespace) -> None:
+    from ddbnb.awsrun import redrive
+
+    redrive(args.run_dir)
 
 
 def _sandbox(args: argparse.Namespace) -> None:
@@ -288,17 +463,44 @@ def _sandbox(args: argparse.Namespace) -> None:
             )
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "demo": _demo,
+    "seed": _seed,
+    "deploy": _deploy,
+    "dry-run": _dry_run,
+    "migrate": _migrate,
+    "results": _results,
+    "status": _status,
+    "lab": _lab,
+    "redrive": _redrive,
+    "resume": _resume,
+    "retry-failed": _retry,
+    "stop": _stop,
+    "rollback": _rollback,
+    "sandbox": _sandbox,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; errors print one clear line and exit with status 2."""
+    """Run the command line; errors print one clear line and exit with status 2, Ctrl-C with 130."""
     args = _parser().parse_args(argv)
+    saved = os.environ.get(CLI_ENV)
+    os.environ[CLI_ENV] = "1"  # messages (here and in the kernels this starts) name flags and commands
     try:
-        _run(args)
+        COMMANDS[args.command](args)
     except DdbnbError as exc:
         print(f"ddbnb: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ddbnb: interrupted", file=sys.stderr)
+        where = getattr(args, "run_dir", "")
+        hint = f"; go on with `ddbnb resume {where}`" if where and args.command in ("migrate", "resume") else ""
+        print(f"ddbnb: stopped{hint}", file=sys.stderr)
         return 130
+    finally:
+        if saved is None:
+            os.environ.pop(CLI_ENV, None)
+        else:
+            os.environ[CLI_ENV] = saved
     return 0
 
 

@@ -9,6 +9,7 @@ a verdict.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from ddbnb.exceptions import UnsafeDryRunError
+from ddbnb.exceptions import UnsafeDryRunError, option
 from ddbnb.insight.diff import diff_items
 from ddbnb.insight.estimate import Estimate, estimate
 from ddbnb.insight.sample import sample_items
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 #: Items this close to the 400 KB limit are flagged: a little growth and they fail.
 NEAR_LIMIT_BYTES = int(MAX_ITEM_BYTES * 0.9)
-#: Findings that make a run unsafe; the others are warnings.
-BLOCKING = ("raised", "key_changed", "too_large", "invalid_type", "missing_key", "key_collision")
+#: Findings that make a run unsafe; the others are warnings. A transform that is not idempotent is applied
+#: twice to the items of a page read again (after throttling, a resume, a redrive): unsafe unless allowed.
+BLOCKING = ("raised", "key_changed", "too_large", "invalid_type", "missing_key", "key_collision", "not_idempotent")
 FIXES = {
     "raised": "handle this item in the transform, or return it unchanged",
     "key_changed": "keep key attributes as they are, or pass destination_table_name to copy into a re-keyed table",
@@ -46,7 +48,14 @@ FIXES = {
     "invalid_type": "return types DynamoDB stores (Decimal, not float; no empty sets)",
     "near_limit": "the item is within 10% of DynamoDB's 400 KB limit; later growth will fail",
     "not_idempotent": "running the transform on its own result changes it again (a timestamp from now()?): "
-    "retries and re-runs will rewrite such items",
+    "a page read again (after throttling, a resume or a redrive) applies it twice; make it idempotent, or pass "
+    "{allow} if applying it twice is harmless",
+    "batch_overwrites": "write_mode='batch' writes whole items: what the application writes to an item between "
+    "the scan and the write is overwritten, and items it deletes come back; on a live table keep "
+    "write_mode='conditional' (the default)",
+    "deletes_without_version": "the transform deletes items: each delete is guarded by every attribute as read, "
+    "and one that finds the item changed is put back and read again; if the application increments a version "
+    "attribute on every write, set version_attribute to it and each delete is guarded by that alone",
     "pitr_off": "turn it on before the run, so the whole table can be restored to any second before it: "
     "aws dynamodb update-continuous-backups --table-name {table} "
     "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true",
@@ -80,6 +89,7 @@ class DryRun:
     transform_sha256: str = ""
     destination: str | None = None
     run_dir: str = ""
+    allow_non_idempotent: bool = False
 
     @property
     def sampled(self) -> int:
@@ -88,8 +98,9 @@ class DryRun:
 
     @property
     def safe(self) -> bool:
-        """True when no sampled item would fail."""
-        return not any(f["rule"] in BLOCKING for f in self.findings)
+        """True when no sampled item would fail (nor be transformed twice, unless that is allowed)."""
+        allowed = {"not_idempotent"} if self.allow_non_idempotent else set()
+        return not any(f["rule"] in BLOCKING and f["rule"] not in allowed for f in self.findings)
 
     @property
     def verdict(self) -> str:
@@ -173,6 +184,7 @@ class DryRun:
             "items_read": self.items_read,
             "safe": self.safe,
             "verdict": self.verdict,
+            "allow_non_idempotent": self.allow_non_idempotent,
         }
         (folder / "dry_run.json").write_text(json.dumps(report, indent=1, default=str))
         self.run_dir = str(folder)
@@ -183,7 +195,7 @@ class DryRun:
 
 
 def _finding(key: dict[str, Any], rule: str, detail: str, **fields: str) -> dict[str, Any]:
-    fix = FIXES[rule].format(**fields)
+    fix = FIXES[rule].format(allow=option("allow_non_idempotent", True), **fields)
     return {"key": key, "rule": rule, "message": f"{detail}: {fix}" if detail else fix}
 
 
@@ -228,6 +240,7 @@ def dry_run(
     rate_limit: float = 0,
     prewarm_read_units: int = 0,
     prewarm_write_units: int = 0,
+    allow_non_idempotent: bool = False,
     boto3_session: boto3.Session | None = None,
 ) -> DryRun:
     """Sample ``table_name`` across its key space, apply ``transform`` in memory, and report.
@@ -235,10 +248,14 @@ def dry_run(
     Nothing is written to any table. The same ``seed`` gives the same sample.
     When ``run_dir`` is given, the report is saved there (dry_run.json, diffs.csv,
     diffs.json) with the transform's content hash, which 03_migrate checks.
-    Call :meth:`DryRun.check` to raise when the verdict is not safe.
+    A transform that changes its own result again is NOT SAFE (a page read again
+    would apply it twice) unless ``allow_non_idempotent``. The estimate times the
+    transform on the sample. Call :meth:`DryRun.check` to raise when the verdict
+    is not safe.
     """
     params.check_int("sample_size", sample_size, 1, 1_000_000)
     params.check_int("seed", seed, 0)
+    params.check_bool("allow_non_idempotent", allow_non_idempotent)
     plan = plan_migration(
         table_name,
         transform,
@@ -273,10 +290,13 @@ def dry_run(
     read_bytes = written_bytes = 0
     targets: dict[str, dict[str, Any]] = {}  # destination key -> the source key that maps to it
     journaled: list[dict[str, Any]] = []  # what the journal would keep of the sampled writes
+    spent = 0.0  # seconds in the transform (and the item conversions around it), as the worker spends them
     for raw in items:
+        started = time.perf_counter()
         verdict = evaluate(
             func, raw, facts.key_names, in_place=not destination_table_name, target_keys=plan.target_keys
         )
+        spent += time.perf_counter() - started
         key = format_key({name: verdict.before[name] for name in facts.key_names})
         read_bytes += item_size(raw)
         if verdict.action == FAILED:
@@ -311,6 +331,10 @@ def dry_run(
                 }
                 for c in diff_items(verdict.before, verdict.after)
             )
+    if counts["deleted"] and not destination_table_name and write_mode == "conditional" and not version_attribute:
+        findings.append(_finding({}, "deletes_without_version", f"{counts['deleted']} sampled item(s) deleted"))
+    if write_mode == "batch" and (counts["changed"] or counts["deleted"]):
+        findings.append(_finding({}, "batch_overwrites", f"{counts['changed'] + counts['deleted']} sampled write(s)"))
     if not destination_table_name and (counts["changed"] or counts["deleted"]):  # it rewrites this table
         if point_in_time_recovery(table_name, boto3_session) is False:  # None: the endpoint cannot say
             detail = f"point-in-time recovery is off on {table_name!r}"
@@ -334,12 +358,15 @@ def dry_run(
             read_limit=plan.read_units_per_s,
             write_limit=plan.write_units_per_s,
             journal_entry_bytes=len(journal.encode(journaled)) / len(journaled) if journaled else 0.0,
+            transform_ms=spent * 1000 / sampled,
+            workers=plan.max_concurrency,
         ),
         items_read=stats["items_read"],
         changes=changes,
         findings=findings,
         transform_sha256=digest,
         destination=destination_table_name or None,
+        allow_non_idempotent=allow_non_idempotent,
     )
     if run_dir:
         report.save(run_dir)

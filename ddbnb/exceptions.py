@@ -28,12 +28,17 @@ def under_cli() -> bool:
     return bool(os.environ.get(CLI_ENV))
 
 
+#: Parameters the CLI spells another way than ``--name``.
+_CLI_NAMES = {"destination_table_name": "--destination", "table_name": "TABLE", "transform": "TRANSFORM"}
+
+
 def option(name: str, value: Any) -> str:
     """A parameter as the caller sets it: ``name=value`` from Python and notebooks, its flag under the CLI."""
-    if not under_cli():
-        return f"{name}={value!r}"
+    if not under_cli() or name.startswith("-"):
+        return f"{name}={value!r}" if not name.startswith("-") else f"{name} {value}"
     flag = _CLI_FLAGS.get((name, value)) if isinstance(value, bool) else None
-    return flag or f"--{name.replace('_', '-')} {value}"
+    spelled = _CLI_NAMES.get(name, f"--{name.replace('_', '-')}")
+    return flag or (f"{spelled} {value}" if spelled.startswith("-") else f"{spelled} {value!r}")
 
 
 #: The Python call of each ``ddbnb`` command that works on a run folder.
@@ -79,7 +84,7 @@ class InvalidParameterError(DdbnbError):
 
     def __init__(self, parameter: str, value: Any, expected: str) -> None:
         super().__init__(
-            f"Invalid {parameter}={value!r}: expected {expected}.",
+            f"Invalid {option(parameter, value)}: expected {expected}.",
             parameter=parameter,
             value=value,
             expected=expected,
@@ -89,12 +94,14 @@ class InvalidParameterError(DdbnbError):
 class TableNotFoundError(DdbnbError):
     """The table does not exist at the endpoint and region in use."""
 
-    def __init__(self, table_name: str, where: str) -> None:
+    def __init__(self, table_name: str, where: str, parameter: str = "table_name") -> None:
+        named = _CLI_NAMES.get(parameter, f"--{parameter.replace('_', '-')}") if under_cli() else parameter
         super().__init__(
-            f"Table {table_name!r} does not exist at {where}. Check the table_name "
-            "parameter, the region and the endpoint (AWS_ENDPOINT_URL_DYNAMODB).",
+            f"Table {table_name!r} does not exist at {where}. Check {named}, the region and the endpoint "
+            "(AWS_ENDPOINT_URL_DYNAMODB).",
             table_name=table_name,
             where=where,
+            parameter=parameter,
         )
 
 

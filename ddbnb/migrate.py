@@ -152,6 +152,7 @@ def _migrate(
         stack_name=plan.stack_name,
         started_at=started_at,
         run_dir=str(folder),
+        limits={"read_units_per_s": plan.read_units_per_s, "write_units_per_s": plan.write_units_per_s},
         **extra,
     )
     location = folder.journal_location()

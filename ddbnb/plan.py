@@ -11,6 +11,7 @@ import boto3
 
 from ddbnb.control.deploy import AWS_CONCURRENCY, stack_outputs
 from ddbnb.exceptions import InvalidParameterError
+from ddbnb.progress import count_of
 from ddbnb.worker import params
 from ddbnb.worker.budgets import capacity_limits
 from ddbnb.worker.clients import clear_errors
@@ -141,7 +142,7 @@ class Plan:
             f"Migrate {self.table.name!r}{target} with {self.transform}",
             f"  table: ~{self.table.item_count:,} items, ~{self.table.size_bytes / 1e6:,.1f} MB, "
             f"{self.table.billing_mode}, key {', '.join(self.table.key_names)}",
-            f"  engine {self.engine}: {self.total_segments:,} segments, "
+            f"  engine {self.engine}: {count_of(self.total_segments, 'segment')}, "
             f"{self.max_concurrency} at a time, write mode {self.write_mode}, "
             f"rate limit {'none' if not self.rate_limit else f'{self.rate_limit:,.0f} items/s'}",
             f"  capacity: {_units(self.read_units_per_s)} read and {_units(self.write_units_per_s)} write units/s "
@@ -331,7 +332,11 @@ def plan_migration(
         raise InvalidParameterError("stack_name", stack_name, "the stack 01_deploy created, for engine='aws'")
     load_transform(transform)
     facts = describe_table(table_name, boto3_session)
-    destination = describe_table(destination_table_name, boto3_session) if destination_table_name else None
+    destination = (
+        describe_table(destination_table_name, boto3_session, parameter="destination_table_name")
+        if destination_table_name
+        else None
+    )
     if version_attribute in facts.key_names:
         raise InvalidParameterError("version_attribute", version_attribute, "an attribute that is not part of the key")
     reserved = 0

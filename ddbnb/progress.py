@@ -186,6 +186,10 @@ class RunView:
         for name in self.carried:
             self.carried[name] += float(totals.get(name, 0))
 
+    def carry_partial(self, segment: int, totals: dict[str, Any]) -> None:
+        """Count what a segment did before this session, until it reports from where it goes on."""
+        self.latest.setdefault(segment, totals)
+
     def page(self, segment: int, totals: dict[str, Any]) -> None:
         """A segment's running totals after a page (a late report of a segment that ended is ignored)."""
         if segment in self.finished:
@@ -221,7 +225,7 @@ class RunView:
             done, running, failed = self.counted_segments
         else:
             done, failed = len(self.finished), self.failed_segments
-            running = len(set(self.latest) - self.finished)
+            running = len(set(self.first_seen) - self.finished)
         return done, running, failed
 
     def _rates(self, totals: dict[str, float]) -> tuple[float, float]:
@@ -299,7 +303,7 @@ class RunView:
     def _chart_svg(self) -> str:
         """Items/s of up to CHART_SEGMENTS running segments (the highest-numbered), as bars (local engine only)."""
         now = time.monotonic()
-        running = sorted(set(self.latest) - self.finished)[-CHART_SEGMENTS:]
+        running = sorted(set(self.first_seen) - self.finished)[-CHART_SEGMENTS:]
         if not running:
             return ""
         rates = [float(self.latest[seg].get("scanned", 0)) / max(1e-3, now - self.first_seen[seg]) for seg in running]
@@ -345,6 +349,11 @@ class RunView:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+def count_of(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is one: "1 segment", "6 segments"."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def format_duration(seconds: float) -> str:

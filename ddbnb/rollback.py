@@ -25,6 +25,7 @@ from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import DdbnbError, InvalidParameterError, StaleStackError
 from ddbnb.insight.results import summarize
 from ddbnb.plan import choose_concurrency
+from ddbnb.progress import count_of
 from ddbnb.runfolder import CONFLICTS, FAILURES, RunFolder, utc_now, utc_stamp
 from ddbnb.worker import journal, params
 from ddbnb.worker import rollback as worker
@@ -117,7 +118,7 @@ def rollback(
         what = "Roll back" if execute else "Preview the rollback of"
         where = f"destination {table!r}" if recorded.get("destination") else f"{table!r}"
         print(
-            f"{what} the run in {folder}: {where}, journal {source} ({_count(len(segments), 'segment')}), engine "
+            f"{what} the run in {folder}: {where}, journal {source} ({count_of(len(segments), 'segment')}), engine "
             f"{engine}, {concurrency} at a time, write mode {write_mode}, capacity "
             f"{_units(read_budget)} read and {_units(write_budget)} write units/s"
         )
@@ -155,10 +156,6 @@ def rollback(
 
 #: What the run folder's summary keeps of each rollback.
 _HISTORY = ("restored", "recreated", "removed", "unchanged", "conflicts", "failed", "status")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
 def _units(rate: float) -> str:

@@ -133,6 +133,14 @@ class RunFolder:
         """What dry_run.json (02's report) says (empty when there is none)."""
         return _read_json(self.path / DRY_RUN)
 
+    def checkpoints(self) -> dict[int, dict[str, Any]]:
+        """Each local segment's last checkpoint (its totals, and its cursor: None once done), by segment."""
+        found: dict[int, dict[str, Any]] = {}
+        for path in sorted((self.path / CHECKPOINTS).glob("segment-*.json")):
+            saved = _read_json(path)
+            found[int(saved["segment"])] = saved
+        return found
+
     # -- where things are -----------------------------------------------------------------------------------
     def journal_location(self) -> str:
         """The journal of the run recorded here, resolved from where the folder is now ("" when it has none).

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ddbnb.exceptions import (
     DynamoDBLocalMissingError,
@@ -371,21 +372,36 @@ def up(
     """Start the sandbox in the background and remember it for :func:`down`.
 
     Returns the sandbox and whether it was started now (False: one was already
-    running). Asking for ports other than those of the running sandbox raises
-    SandboxError, instead of pretending to start a second one.
+    running). Asking for ports, or capacity limits, other than those of the
+    running sandbox raises SandboxError, instead of pretending to start a second
+    one or emulating nothing.
     """
     current = _load_state()
     if current is not None and current.dynamodb.alive() and current.moto.alive():
-        wanted = {"DynamoDB Local": (dynamodb_port, current.dynamodb.port), "moto": (moto_port, current.moto.port)}
+        have = _load_limits()
+        wanted = {
+            "DynamoDB Local on port": (dynamodb_port, current.dynamodb.port),
+            "moto on port": (moto_port, current.moto.port),
+            "write units": (write_units, have["write_units"]),
+            "read units": (read_units, have["read_units"]),
+        }
         clashes = [
-            f"{name} on port {have} (asked for {asked})"
-            for name, (asked, have) in wanted.items()
-            if asked and asked != have
+            f"{name} {had:g} (asked for {asked:g})" for name, (asked, had) in wanted.items() if asked and asked != had
         ]
         if clashes:
+            asked = " ".join(
+                f"--{flag} {value:g}"
+                for flag, value in (
+                    ("dynamodb-port", dynamodb_port),
+                    ("moto-port", moto_port),
+                    ("write-units", write_units),
+                    ("read-units", read_units),
+                )
+                if value
+            )
             raise SandboxError(
-                f"A sandbox is already running with {', '.join(clashes)}. Stop it with `ddbnb sandbox down` "
-                "first, or use it as it is."
+                f"A sandbox is already running with {', '.join(clashes)}. Restart it with what you asked for: "
+                f"`ddbnb sandbox down && ddbnb sandbox up {asked}`; or use it as it is (`ddbnb sandbox up`)."
             )
         return current, False
     if current is not None:
@@ -393,13 +409,21 @@ def up(
     running = start_sandbox(
         dynamodb_port, moto_port, log_dir=state_dir() / "logs", write_units=write_units, read_units=read_units
     )
-    state = {
+    state: dict[str, Any] = {
         role: {"name": s.name, "port": s.port, "pid": s.pid, "log": str(s.log), "marker": s.marker}
         for role, s in (("dynamodb", running.dynamodb), ("moto", running.moto), ("proxy", running.proxy))
         if s is not None
     }
+    state["limits"] = {"write_units": write_units, "read_units": read_units}
     _state_file().write_text(json.dumps(state, indent=1))
     return running, True
+
+
+def _load_limits() -> dict[str, float]:
+    """The capacity the running sandbox emulates (0: none)."""
+    path = _state_file()
+    limits = json.loads(path.read_text()).get("limits", {}) if path.is_file() else {}
+    return {"write_units": float(limits.get("write_units", 0)), "read_units": float(limits.get("read_units", 0))}
 
 
 def down() -> Sandbox | None:

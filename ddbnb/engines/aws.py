@@ -131,7 +131,10 @@ def _map_run_arn(sfn: Any, execution_arn: str) -> str | None:
     return str(runs[0]["mapRunArn"]) if runs else None
 
 
-def _map_counts(sfn: Any, execution_arn: str) -> dict[str, int]:
+def map_counts(execution_arn: str, boto3_session: boto3.Session | None = None, sfn: Any = None) -> dict[str, int]:
+    """The execution's Map Run item counts (one item per segment): total, succeeded, running, failed, ...;
+    empty before the Map has started."""
+    sfn = sfn or client("stepfunctions", boto3_session)
     map_run = _map_run_arn(sfn, execution_arn)
     if map_run is None:
         return {}
@@ -158,7 +161,7 @@ def wait_run(
         try:
             while True:
                 described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
-                counts = _map_counts(sfn, execution_arn)
+                counts = map_counts(execution_arn, sfn=sfn)
                 done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
                 failed = sum(counts.get(k, 0) for k in ("failed", "timedOut", "aborted"))
                 view.segments(done, counts.get("running", 0), failed)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ddbnb.runfolder import CHECKPOINTS
+from ddbnb.runfolder import CHECKPOINTS, RunFolder
 
 FOLDER = CHECKPOINTS
 
@@ -39,12 +39,7 @@ def save(run_dir: str | Path, result: dict[str, Any]) -> None:
 
 def load_all(run_dir: str | Path) -> dict[int, dict[str, Any]]:
     """Every checkpoint of the run in ``run_dir``, by segment (empty when there are none)."""
-    folder = Path(run_dir) / FOLDER
-    found: dict[int, dict[str, Any]] = {}
-    for path in sorted(folder.glob("segment-*.json")):
-        result: dict[str, Any] = json.loads(path.read_text())
-        found[int(result["segment"])] = result
-    return found
+    return RunFolder(run_dir).checkpoints()
 
 
 def clear(run_dir: str | Path) -> None:

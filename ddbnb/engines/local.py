@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import queue
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -64,6 +65,9 @@ def _init_worker(progress: Any, shared: dict[str, Any]) -> None:
     global _progress, _shared
     _progress = progress
     _shared = shared
+    # Ctrl-C reaches the whole process group: the engine stops the workers itself (their checkpoints stay),
+    # so a worker neither dies mid-page on it nor prints a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def systemic(outcome: ChildOutcome) -> bool:
@@ -132,6 +136,7 @@ def run_segment(
     With ``checkpoint_dir``, the segment's result so far is saved there after every page.
     """
     started = _now()
+    _report(int(event["segment"]), dict(event.get("totals") or {}))  # running from now, from its carried counts
     try:
         current = dict(event)
         while True:
@@ -179,6 +184,9 @@ def run_local(
     view = RunView(expected_items, total_segments or len(events), enabled=progress)
     for totals in carried:
         view.carry(totals)
+    for event in events:  # segments that go on from a checkpoint start from what they had done
+        if event.get("totals"):
+            view.carry_partial(int(event["segment"]), dict(event["totals"]))
     pool = ProcessPoolExecutor(
         max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts, shared)
     )

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ddbnb.insight.results import slowest_first
+from ddbnb.insight.results import page_timeline, slowest_first
+from ddbnb.progress import count_of
+from ddbnb.runfolder import RunFolder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,15 +72,15 @@ def plot_throughput(results: pd.DataFrame, run_dir: str | Path | None = None) ->
     if len(results) > PER_SEGMENT_MAX:
         fig, ax = plt.subplots(figsize=(11, 4))
         _distribution(ax, results["items_per_s"], results, "items scanned per second")
-        ax.set_title(f"Throughput of {len(results):,} segments")
+        ax.set_title(run_title(run_dir, f"Throughput of {len(results):,} segments"))
         return _save(fig, run_dir, "throughput.png")
     fig, ax = plt.subplots(figsize=(10, 4))
     colors = ["tab:red" if s != "SUCCEEDED" else "tab:blue" for s in results["status"]]
     ax.bar(results["segment"], results["items_per_s"].fillna(0), color=colors)
     median = float(results["items_per_s"].median())
     ax.axhline(median, color="black", linestyle="--", label=f"median {median:,.0f} items/s")
-    ax.set(xlabel="segment", ylabel="items scanned per second", title="Throughput per segment")
-    ax.legend()
+    ax.set(xlabel="segment", ylabel="items scanned per second", title=run_title(run_dir, "Throughput per segment"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     _integer_axis(ax, "x")
     return _save(fig, run_dir, "throughput.png")
 
@@ -90,10 +92,16 @@ def plot_durations(results: pd.DataFrame, run_dir: str | Path | None = None) -> 
     fig, ax = plt.subplots(figsize=(10, 4))
     if len(results) > PER_SEGMENT_MAX:
         ax.hist(results["duration_s"].dropna(), bins=60, color="tab:green")
-        ax.set(xlabel="seconds", ylabel="segments", title=f"Durations of {len(results):,} segments")
+        median = float(results["duration_s"].median())
+        ax.axvline(median, color="black", linestyle="--", label=f"median {median:,.1f} s")
+        ax.legend(loc="upper right", fontsize=8)
+        ax.set(xlabel="seconds", ylabel="segments", title=run_title(run_dir, f"Durations of {len(results):,} segments"))
         return _save(fig, run_dir, "durations.png")
     ax.bar(results["segment"], results["duration_s"], color="tab:green")
-    ax.set(xlabel="segment", ylabel="seconds", title="Segment durations")
+    median = float(results["duration_s"].median())
+    ax.axhline(median, color="black", linestyle="--", label=f"median {median:,.1f} s")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.set(xlabel="segment", ylabel="seconds", title=run_title(run_dir, "Segment durations"))
     _integer_axis(ax, "x")
     return _save(fig, run_dir, "durations.png")
 
@@ -112,36 +120,60 @@ def plot_timeline(results: pd.DataFrame, run_dir: str | Path | None = None) -> F
         order = np.argsort(times, kind="stable")
         fig, ax = plt.subplots(figsize=(10, 3.5))
         ax.step(times[order], np.cumsum(steps[order]), where="post", color="tab:purple")
-        ax.set(xlabel="seconds since the run started", ylabel="segments running", title="Segments running over time")
+        title = run_title(run_dir, "Segments running over time")
+        ax.set(xlabel="seconds since the run started", ylabel="segments running", title=title)
         return _save(fig, run_dir, "timeline.png")
     fig, ax = plt.subplots(figsize=(10, max(2.5, 0.25 * len(results))))
     ax.barh(results["segment"], durations, left=offsets, color="tab:purple")
-    ax.set(xlabel="seconds since the run started", ylabel="segment", title="Timeline")
+    ax.set(xlabel="seconds since the run started", ylabel="segment", title=run_title(run_dir, "Timeline"))
     ax.invert_yaxis()
     _integer_axis(ax, "y")
     return _save(fig, run_dir, "timeline.png")
 
 
-def run_rates(results: pd.DataFrame, bins: int = TIME_BINS) -> pd.DataFrame:
-    """The whole run's rates over time: items/s scanned, written and unchanged, and write units/s.
+#: The counts the run charts draw over time.
+RATES = ("scanned", "written", "unchanged", "deleted", "failed", "write_units", "throttled")
 
-    Each segment's counts are spread evenly over the time it ran (the results
-    hold each segment's start and end), and the segments' rates are summed in
-    ``bins`` steps: exact for a segment that ran at a steady pace.
+
+def run_rates(results: pd.DataFrame, bins: int = TIME_BINS) -> pd.DataFrame:
+    """The whole run's rates over time, per second: items scanned, written, unchanged, deleted and failed,
+    write units and throttled calls.
+
+    Each page's counts are spread over the time the worker spent on it (the
+    segments' timelines), and summed in ``bins`` steps: the rates are the ones the
+    run really held, so a capped run stays at or under its cap. Results without
+    timelines (older runs, rollbacks) spread each segment's counts evenly over
+    the time it ran. Bins are one second wide at least: capacity is counted per second.
     """
     import numpy as np
     import pandas as pd
 
-    start = results["started_at"].min()
-    begin = (results["started_at"] - start).dt.total_seconds().to_numpy()
-    end = np.maximum((results["finished_at"] - start).dt.total_seconds().to_numpy(), begin + 1e-3)
+    pages = page_timeline(results)
+    if len(pages):
+        intervals = pages.rename(columns={"began": "started_at", "ended": "finished_at"})
+    else:
+        intervals = results.assign(**{name: results.get(name, 0) for name in RATES})
+    start = intervals["started_at"].min()
+    begin = (intervals["started_at"] - start).dt.total_seconds().to_numpy()
+    end = np.maximum((intervals["finished_at"] - start).dt.total_seconds().to_numpy(), begin + 1e-3)
+    bins = max(1, min(bins, int(np.ceil(float(end.max())))))
     edges = np.linspace(0.0, float(end.max()), bins + 1)
     width = edges[1] - edges[0]
     frame = {"seconds": edges[:-1]}
-    for name in ("scanned", "written", "unchanged", "write_units"):
-        rate = results[name].fillna(0).to_numpy(dtype=float) / (end - begin)
-        frame[name] = _spread(begin, end, rate, edges) / width
+    for name in RATES:
+        counts = pd.to_numeric(intervals[name], errors="coerce").fillna(0).to_numpy(dtype=float)
+        frame[name] = _spread(begin, end, counts / (end - begin), edges) / width
     return pd.DataFrame(frame)
+
+
+def run_title(run_dir: str | Path | None, what: str) -> str:
+    """A chart title that names the run: what it shows, the table, the transform, the run and its UTC start."""
+    if not run_dir:
+        return what
+    summary = RunFolder(run_dir).summary()
+    transform = str(summary.get("transform") or "").rsplit("/", 1)[-1]
+    parts = [summary.get("table"), transform, Path(run_dir).name, summary.get("started_at")]
+    return f"{what}\n" + " · ".join(str(p) for p in parts if p)
 
 
 def _spread(begin: np.ndarray, end: np.ndarray, rate: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -167,18 +199,38 @@ def _spread(begin: np.ndarray, end: np.ndarray, rate: np.ndarray, edges: np.ndar
 
 
 def plot_run_throughput(results: pd.DataFrame, run_dir: str | Path | None = None) -> Figure:
-    """The whole run over time: items/s written and unchanged (stacked), and write units/s."""
+    """The whole run over time: items/s (written, unchanged, deleted and failed, stacked, with scanned),
+    write units/s against the run's write limit, and throttled calls/s."""
     import matplotlib.pyplot as plt
 
     rates = run_rates(results)
-    fig, (items, units) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    items.stackplot(
-        rates["seconds"], rates["written"], rates["unchanged"], labels=["written", "unchanged"],
-        colors=["tab:blue", "tab:gray"],
-    )  # fmt: skip
+    fig, (items, units, throttles) = plt.subplots(
+        3, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
+    )
+    stacked = ("written", "unchanged", "deleted", "failed")
+    colors = ("tab:blue", "tab:gray", "tab:purple", "tab:red")
+    items.stackplot(rates["seconds"], *(rates[name] for name in stacked), labels=stacked, colors=colors)
     items.plot(rates["seconds"], rates["scanned"], color="black", linewidth=0.8, label="scanned")
-    items.set(ylabel="items per second", title=f"The run over time ({len(results):,} segments)")
-    items.legend(loc="upper right")
-    units.plot(rates["seconds"], rates["write_units"], color="tab:orange")
-    units.set(xlabel="seconds since the run started", ylabel="write units per second")
+    items.set(
+        ylabel="items per second", title=run_title(run_dir, f"The run over time ({count_of(len(results), 'segment')})")
+    )
+    units.plot(rates["seconds"], rates["write_units"], color="tab:orange", label="write units/s used")
+    cap = _write_limit(run_dir)
+    if cap:
+        units.axhline(cap, color="tab:red", linestyle="--", label=f"write limit {cap:,.0f} units/s")
+    units.set(ylabel="write units per second")
+    throttles.plot(rates["seconds"], rates["throttled"], color="tab:red", label="throttled calls/s")
+    throttles.set(xlabel="seconds since the run started", ylabel="throttled / s")
+    for ax in (items, units, throttles):
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside the data
     return _save(fig, run_dir, "run_throughput.png")
+
+
+def _write_limit(run_dir: str | Path | None) -> float:
+    """The run's write budget in units per second, from its summary (0: none, or not known)."""
+    if not run_dir:
+        return 0.0
+    limits = RunFolder(run_dir).summary().get("limits") or {}
+    return float(limits.get("write_units_per_s") or 0)

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ddbnb.progress import format_duration
+from ddbnb.progress import count_of, format_duration
 from ddbnb.worker import items
 from ddbnb.worker.budgets import NEW_ON_DEMAND_READS, NEW_ON_DEMAND_WRITES
 
@@ -53,6 +53,10 @@ class Estimate:
     journal_bytes: float = 0.0
     journal_objects: int = 0
     journal_cost: float = 0.0
+    billing_mode: str = "PAY_PER_REQUEST"
+    transform_ms: float = 0.0  # the transform's time per item, measured on the sample
+    workers: int = 1
+    bound_by: str = "writes"  # what sets the duration: writes, reads or the transform
     prices: str = PRICES_AS_OF
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,12 +67,36 @@ class Estimate:
         return (
             f"Estimate for ~{self.items:,} items ({self.changed_share:.0%} written): "
             f"{self.read_units:,.0f} read units, {self.write_units:,.0f} write units, "
-            f"~{format_duration(self.duration_s)} at {self.write_rate:,.0f} write units/s; "
-            f"cost ${self.on_demand_cost:,.2f} on demand, or ${self.provisioned_cost:,.2f} for provisioned "
-            f"capacity at that rate (billed by the hour); "
-            f"aws engine ({self.aws_segments:,} segments) adds {self.lambda_gb_seconds:,.0f} Lambda GB-s and "
-            f"{self.state_transitions:,} "
-            f"state transitions (${self.aws_engine_cost:,.2f}). {self.journal_note} Prices: {self.prices}."
+            f"~{format_duration(self.duration_s)} ({self.pace_note}); {self.cost_note}; "
+            f"aws engine ({count_of(self.aws_segments, 'segment')}) adds {self.lambda_gb_seconds:,.0f} Lambda GB-s "
+            f"and {self.state_transitions:,} state transitions (${self.aws_engine_cost:,.2f}). "
+            f"{self.journal_note} Prices: {self.prices}."
+        )
+
+    @property
+    def pace_note(self) -> str:
+        """What sets the duration."""
+        transform = (
+            f"the transform takes {self.transform_ms:,.2f} ms an item, measured on the sample, on "
+            f"{count_of(self.workers, 'worker')}"
+        )
+        if self.bound_by == "transform":
+            return transform
+        rate = (
+            f"{self.write_rate:,.0f} write units/s"
+            if self.bound_by == "writes"
+            else f"{self.read_rate:,.0f} read units/s"
+        )
+        return f"at {rate}" + (f"; {transform}" if self.transform_ms else "")
+
+    @property
+    def cost_note(self) -> str:
+        """What the run costs, by the table's billing mode."""
+        if self.billing_mode == "PAY_PER_REQUEST":
+            return f"on demand, it costs ${self.on_demand_cost:,.2f} in requests"
+        return (
+            "provisioned, it uses capacity already paid for by the hour (no request charges); "
+            f"raising the table to this pace would cost about ${self.provisioned_cost:,.2f}"
         )
 
     @property
@@ -97,6 +125,8 @@ def estimate(
     write_limit: float = 0.0,
     lambda_memory_mb: int = 1024,
     journal_entry_bytes: float = 0.0,
+    transform_ms: float = 0.0,
+    workers: int = 1,
 ) -> Estimate:
     """Estimate units, duration and cost.
 
@@ -105,7 +135,9 @@ def estimate(
     The write rate is the table's provisioned capacity, or what a new on-demand
     table sustains at first, or the run's limit when that is lower. The journal
     keeps ``journal_entry_bytes`` (compressed, as measured on the sample) per
-    written item, in one object per Scan page that writes.
+    written item, in one object per Scan page that writes. A transform that
+    takes ``transform_ms`` per item (timed on the sample) runs on ``workers``
+    processes at once: when that is slower than the table, it sets the pace.
     """
     read_units = item_count * average_item_bytes / 4096 * 0.5
     writes = item_count * written_share
@@ -117,7 +149,13 @@ def estimate(
         write_rate = min(write_rate, write_limit)
     if read_limit:
         read_rate = min(read_rate, read_limit)
-    duration = max(write_units / write_rate, read_units / read_rate)
+    paces = {
+        "writes": write_units / write_rate,
+        "reads": read_units / read_rate,
+        "transform": item_count * transform_ms / 1000 / max(workers, 1),
+    }
+    bound_by = max(paces, key=lambda name: paces[name])
+    duration = paces[bound_by]
     hours = duration / 3600
     provisioned = (write_rate * PROVISIONED_WCU_HOUR + read_rate * PROVISIONED_RCU_HOUR) * max(hours, 1)
     gb_seconds = item_count / LAMBDA_ITEMS_PER_SECOND * lambda_memory_mb / 1024
@@ -150,4 +188,8 @@ def estimate(
         journal_bytes=journal_bytes,
         journal_objects=journal_objects,
         journal_cost=journal_cost,
+        billing_mode=billing_mode,
+        transform_ms=transform_ms,
+        workers=workers,
+        bound_by=bound_by,
     )

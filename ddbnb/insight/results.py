@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 COUNTERS = ("scanned", "written", "unchanged", "deleted", "failed", "conflicts", "throttled")
+#: What each entry of a segment's page timeline holds (see ddbnb.worker.segment.TIMELINE).
+TIMELINE = ("began", "ended", "scanned", "written", "unchanged", "deleted", "failed", "write_units", "throttled")
 
 
 def result_entries(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -62,7 +64,8 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     """Load a run folder into a DataFrame with one row per segment.
 
     Columns: segment, status, the counters, read/write units, pages,
-    invocations, started_at, finished_at, duration_s, items_per_s and error.
+    invocations, started_at, finished_at, duration_s, items_per_s, error, and
+    timeline (each page's start, end and counts, as the worker recorded them).
     """
     import pandas as pd
 
@@ -76,6 +79,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         row["started_at"] = output.get("started_at") or entry.get("StartDate")
         row["finished_at"] = output.get("finished_at") or entry.get("StopDate")
         row["error"] = f"{entry.get('Error', '')}: {entry.get('Cause', '')}" if "Error" in entry else ""
+        row["timeline"] = output.get("timeline") or []
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -110,6 +114,22 @@ def results_table(results: pd.DataFrame, rows: int = 200) -> Any:
         .apply(lambda row: ["color: #b30000" if row["status"] != "SUCCEEDED" else "" for _ in row], axis=1)
         .set_caption(caption)
     )
+
+
+def page_timeline(results: pd.DataFrame) -> pd.DataFrame:
+    """Every page of a run, one row each: when it began and ended (UTC) and what it did (empty for
+    results without timelines: older runs, rollbacks)."""
+    import pandas as pd
+
+    rows = [
+        {"segment": segment, **dict(zip(TIMELINE, entry, strict=False))}
+        for segment, timeline in zip(results["segment"], results.get("timeline", []), strict=False)
+        for entry in (timeline or [])
+    ]
+    frame = pd.DataFrame(rows, columns=["segment", *TIMELINE])
+    for column in ("began", "ended"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+    return frame
 
 
 def load_failures(run_dir: str | Path) -> pd.DataFrame:
@@ -179,33 +199,3 @@ def summarize(
     ok = totals["failed"] == 0 and totals["failed_segments"] == 0
     totals["status"] = "SUCCEEDED" if ok else "INCOMPLETE"
     return totals
-
-
-def run_status(run_dir: str | Path) -> str:
-    """A few lines on a run folder: its dry run's verdict, the run's status and totals, its files."""
-    folder = Path(run_dir)
-    if not folder.is_dir():
-        raise DdbnbError(f"{folder} is not a folder. Pass the run_dir that 02_dry_run and 03_migrate used.")
-    lines = [f"run folder {folder.resolve()}"]
-    dry_path, summary_path = folder / "dry_run.json", folder / "summary.json"
-    if dry_path.is_file():
-        dry = json.loads(dry_path.read_text())
-        lines.append(f"dry run: {dry.get('verdict', '?')} ({sum(dry.get('counts', {}).values())} items sampled)")
-    else:
-        lines.append("dry run: none (run 02_dry_run or `ddbnb dry-run` with this run folder)")
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        status = summary.get("status", "?")
-        if "scanned" in summary:
-            lines.append(
-                f"migration: {status}: scanned {summary['scanned']:,}, written {summary['written']:,}, "
-                f"unchanged {summary['unchanged']:,}, deleted {summary['deleted']:,}, failed {summary['failed']:,}, "
-                f"{summary.get('failed_segments', 0)} failed segment(s), {summary.get('items_per_s', 0):,.0f} items/s"
-            )
-        else:
-            lines.append(f"migration: {status} (execution {summary.get('execution_arn', '?')})")
-    else:
-        lines.append("migration: not run (03_migrate with execute=True, or `ddbnb migrate --execute`)")
-    files = sorted(p.name for p in folder.iterdir() if p.suffix in (".ipynb", ".png"))
-    lines.append("files: " + (", ".join(files) if files else "none"))
-    return "\n".join(lines)

@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: At most this many seconds of unused capacity are saved up as burst.
-BURST_S = 1.0
+#: At most this many seconds of unused capacity are saved up as burst. Small: a cap holds over any one-second
+#: window to within this share of it (a burst of 1 s let the first second of a run use twice its cap).
+BURST_S = 0.1
 #: The adaptive factor: cut to DECREASE of itself on throttling, down to FLOOR.
 DECREASE, FLOOR = 0.7, 0.05
 #: Throttles within this many seconds of a cut are part of the same signal.

@@ -35,7 +35,7 @@ from ddbnb.worker.conditional import (
     write_guarded,
 )
 from ddbnb.worker.evaluate import DELETE, PUT, UNCHANGED, Verdict, evaluate
-from ddbnb.worker.items import deserialize, matches
+from ddbnb.worker.items import deserialize, item_size, matches, write_units
 from ddbnb.worker.journal import JournalWriter, entry, entry_for, item_digest
 from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.wire import WireClient
@@ -86,8 +86,9 @@ class PageWriter:
     write_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # write units per second
     read_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # read units per second (a batch copy's reads)
     deadline: float | None = None  # time.time() after which no write call starts
-    units_per_item: float = 1.0  # what the last call consumed per item: the next reservation's estimate
+    units_per_item: float = 0.0  # what the last call consumed per item: the next reservation's estimate
     journal: JournalWriter | None = None  # where each page's before-images go, before its writes
+    on_call: Callable[[int], None] | None = None  # told how many items each write call settled, for live progress
 
     def __post_init__(self) -> None:
         self.backoff.on_throttle = self._throttled
@@ -108,6 +109,8 @@ class PageWriter:
         outcome = send()
         self.write_bucket.settle(reserved, outcome.write_units)
         done = count - len(outcome.stalled)
+        if self.on_call is not None:
+            self.on_call(done)
         if outcome.write_units and done:
             self.units_per_item = outcome.write_units / done
         if not outcome.throttled:
@@ -168,6 +171,8 @@ class PageWriter:
     def write_page(self, items: Sequence[WireItem], pool: ThreadPoolExecutor) -> PageTally:
         """Transform ``items`` and write what they need; return the page's tally."""
         tally = PageTally()
+        if not self.units_per_item and items:  # before any call has said: the items' own size, by DynamoDB's rules
+            self.units_per_item = sum(write_units(item_size(raw)) for raw in items) / len(items)
         if self.mode == "conditional":
             self._conditional(items, tally, pool)
         else:

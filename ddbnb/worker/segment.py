@@ -28,6 +28,7 @@ fails with ThrottledError, its cursor kept in the error.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,6 +58,8 @@ WRITE_THREADS = 4
 MAX_STALLS = 20
 #: A segment whose first this-many items all failed stops the run (TransformFailingError).
 FAIL_FAST_ITEMS = 100
+#: Seconds between two progress reports from within a page (a big page can take a minute to write).
+PROGRESS_S = 2.0
 
 COUNTERS = (
     "scanned",
@@ -116,7 +119,27 @@ def start_result(event: Mapping[str, Any]) -> dict[str, Any]:
     result["invocations"] = int(totals.get("invocations", 0)) + 1
     result["started_at"] = totals.get("started_at") or now()
     result["failures"] = list(totals.get("failures", []))
+    result["timeline"] = [list(entry) for entry in totals.get("timeline", [])]
     return result
+
+
+#: Entries a segment's timeline keeps (each ~60 bytes of JSON: a result stays far below Step Functions' 256 KiB).
+MAX_TIMELINE = 400
+#: What each timeline entry holds, after the page's start and end (epoch seconds).
+TIMELINE = ("scanned", "written", "unchanged", "deleted", "failed", "write_units", "throttled")
+
+
+def add_to_timeline(timeline: list[list[float]], began: float, ended: float, counts: Mapping[str, float]) -> None:
+    """Record one page: when it was processed and what it did. Past :data:`MAX_TIMELINE` entries,
+    neighbours are merged two by two, so a long segment keeps its whole span at a coarser grain."""
+    timeline.append([round(began, 3), round(ended, 3), *(round(float(counts.get(n, 0)), 1) for n in TIMELINE)])
+    if len(timeline) > MAX_TIMELINE:
+        merged = []
+        for first, second in zip(timeline[0::2], timeline[1::2], strict=False):
+            merged.append([first[0], second[1], *(a + b for a, b in zip(first[2:], second[2:], strict=True))])
+        if len(timeline) % 2:
+            merged.append(timeline[-1])
+        timeline[:] = merged
 
 
 class _Segment:
@@ -133,7 +156,7 @@ class _Segment:
         if target == self.table:
             target_facts = source
         else:
-            target_facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, target))
+            target_facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, target, "destination"))
         self.limits = limits or limits_for(event, budgets=_budgets_now(event, source, target_facts))
         self.read_backoff = Backoff(on_throttle=self._read_throttled)
         self.read_estimate = 0.0  # read units of the last page: the next page's reservation
@@ -154,9 +177,30 @@ class _Segment:
         )
         self.result = start_result(event)
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
+        self.on_page: Callable[[dict[str, Any]], None] | None = None
+        self.in_page = 0  # items of the page being written that their calls have settled
+        self.reported = time.monotonic()
+        self.progress_lock = threading.Lock()
+        self.writer.on_call = self._settled
         journal_to = (event.get("journal") or {}).get("to")
         if journal_to:
             self.writer.journal = JournalWriter(journal_to, int(event["segment"]), boto3_session)
+
+    def report(self, in_page: int = 0) -> None:
+        """Tell ``on_page`` the running totals; ``in_page`` items of the current page are counted as handled."""
+        if self.on_page is None:
+            return
+        totals = {name: value for name, value in self.result.items() if name not in ("failures", "timeline")}
+        totals["scanned"] += in_page
+        self.on_page(totals)
+        self.reported = time.monotonic()
+
+    def _settled(self, items: int) -> None:
+        """A write call settled ``items``: report within the page at most every :data:`PROGRESS_S`."""
+        with self.progress_lock:
+            self.in_page += items
+            if time.monotonic() - self.reported >= PROGRESS_S:
+                self.report(self.in_page)
 
     def _read_throttled(self, _: int) -> None:
         """A Scan was throttled: slow reads down, and pace its retry like a first attempt."""
@@ -190,9 +234,22 @@ class _Segment:
             self.limits.read.calm(units)
         return page
 
-    def count(self, tally: PageTally, scanned: int) -> None:
-        """Add a page's tally. A stalled page adds only the writes it really made."""
+    def count(self, tally: PageTally, scanned: int, began: float) -> None:
+        """Add a page's tally (processed from ``began``, a ``time.time()``, until now) to the totals and the
+        timeline. A stalled page adds only the writes it really made."""
         result = self.result
+        # Copying, deletes are items left out, not writes: a stalled page's count when the page is done.
+        deleted = tally.deleted if self.writer.in_place or not tally.stalled else 0
+        done = {
+            "scanned": 0 if tally.stalled else scanned,
+            "written": tally.written,
+            "unchanged": 0 if tally.stalled else tally.unchanged,
+            "deleted": deleted,
+            "failed": 0 if tally.stalled else len(tally.failures),
+            "write_units": tally.write_units,
+            "throttled": tally.throttled,
+        }
+        add_to_timeline(result["timeline"], began, time.time(), done)
         journal = self.writer.journal
         if journal is not None:
             result["journal_objects"] += journal.objects
@@ -202,10 +259,9 @@ class _Segment:
         result["conflicts"] += tally.conflicts
         result["throttled"] += tally.throttled
         result["write_units"] += tally.write_units
-        if tally.stalled:  # copying, deletes are items left out, not writes: counted when the page is done
-            result["deleted"] += tally.deleted if self.writer.in_place else 0
+        result["deleted"] += deleted
+        if tally.stalled:
             return
-        result["deleted"] += tally.deleted
         result["unchanged"] += tally.unchanged
         result["scanned"] += scanned
         result["pages"] += 1
@@ -248,6 +304,7 @@ def process_segment(
     """
     validate_event(event)
     work = _Segment(event, boto3_session, limits)
+    work.on_page = on_page
     cursor = event.get("cursor") or None
     slowest = 0.0
     stalled = interrupted = False
@@ -261,6 +318,7 @@ def process_segment(
             started = time.monotonic()
             try:
                 page = ahead.result()
+                began = time.time()
             except ClientError as exc:
                 if not is_throttle(exc):
                     raise
@@ -271,8 +329,9 @@ def process_segment(
             next_cursor = page.get("LastEvaluatedKey")
             # Read the next page while this one is transformed and written.
             ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
+            work.in_page = 0
             tally = work.writer.write_page(items, pool)
-            work.count(tally, len(items))
+            work.count(tally, len(items), began)
             if tally.stalled:  # the cursor stays before this page: it is read again
                 if work.writer.past_deadline():
                     interrupted = True  # out of time: no stall
@@ -284,8 +343,7 @@ def process_segment(
             if checkpoint is not None:
                 work.failures.flush()
                 checkpoint({**work.result, "cursor": cursor, "finished_at": now()})
-            if on_page is not None:
-                on_page({name: value for name, value in work.result.items() if name != "failures"})
+            work.report()
             work.writer.deadline = deadline  # one page always finishes; later ones stop writing at the deadline
             slowest = max(slowest, time.monotonic() - started)
             if cursor is None or out_of_time():
@@ -325,9 +383,10 @@ def process_keys(
             items, gone, stalled = _read_keys(work, left)
             missing.add([missing.entry(key, "missing: no item has this key any more (deleted since?)") for key in gone])
             left = [key for key in left if key not in gone]
+            began = time.time()
             tally = work.writer.write_page(items, pool) if not stalled else None
             if tally is not None:
-                work.count(tally, len(items))
+                work.count(tally, len(items), began)
                 if not tally.stalled:
                     break
             if attempt + 1 == MAX_STALLS:

@@ -42,14 +42,18 @@ class TableFacts:
 
 
 @clear_errors
-def describe_table(table_name: str, boto3_session: boto3.Session | None = None) -> TableFacts:
+def describe_table(
+    table_name: str, boto3_session: boto3.Session | None = None, *, parameter: str = "table_name"
+) -> TableFacts:
     """Describe ``table_name``, raising TableNotFoundError when it does not exist.
 
-    An endpoint that does not answer is reported at once (EndpointUnreachableError).
+    ``parameter`` is the name the caller gave the table under (so the error names
+    what to fix). An endpoint that does not answer is reported at once
+    (EndpointUnreachableError).
     """
-    params.check_table_name("table_name", table_name)
+    params.check_table_name(parameter, table_name)
     dynamodb = client("dynamodb", boto3_session, config=QUICK_CONFIG)
-    return table_facts(dynamodb, table_name)
+    return table_facts(dynamodb, table_name, parameter)
 
 
 @clear_errors
@@ -78,12 +82,12 @@ def point_in_time_recovery(table_name: str, boto3_session: boto3.Session | None 
     return None if status is None else status == "ENABLED"
 
 
-def table_facts(dynamodb: Any, table_name: str) -> TableFacts:
+def table_facts(dynamodb: Any, table_name: str, parameter: str = "table_name") -> TableFacts:
     """Describe ``table_name`` with an existing DynamoDB client."""
     try:
         table = dynamodb.describe_table(TableName=table_name)["Table"]
     except dynamodb.exceptions.ResourceNotFoundException:
-        raise TableNotFoundError(table_name, describe_where(dynamodb)) from None
+        raise TableNotFoundError(table_name, describe_where(dynamodb), parameter) from None
     throughput = table.get("ProvisionedThroughput", {})
     types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
     cap, warm = table.get("OnDemandThroughput", {}), table.get("WarmThroughput", {})

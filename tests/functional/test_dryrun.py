@@ -25,19 +25,26 @@ def test_each_rule_is_found_with_the_item_key_and_the_fix(make_table, dynamodb, 
     report = ddbnb.dry_run(table, spec("break_rules"), 50, run_dir=tmp_path)
     assert scan_all(dynamodb, table) == before  # nothing written
     found = {f["rule"]: f for f in report.findings}
-    assert set(found) == set(RULES.values())
+    assert set(found) == {*RULES.values(), "deletes_without_version"}  # the delete: a hint, not an item's fault
+    assert (
+        found["deletes_without_version"]["key"] == {}
+        and "version_attribute" in found["deletes_without_version"]["message"]
+    )
     for i, kind in enumerate(kinds[: len(RULES)]):
         finding = found[RULES[kind]]
         assert finding["key"] == {"pk": f"p{i % 17:02d}", "sk": f"s{i:06d}"}
         assert finding["message"]
     assert "destination_table_name" in found["key_changed"]["message"]
     assert "Decimal" in found["invalid_type"]["message"]
-    assert "re-runs" in found["not_idempotent"]["message"]
+    assert (
+        "applies it twice" in found["not_idempotent"]["message"]
+        and "allow_non_idempotent=True" in found["not_idempotent"]["message"]
+    )
     assert report.counts == {"changed": 4, "unchanged": 0, "deleted": 1, "failed": 4}
     assert not report.safe and report.verdict.startswith("NOT SAFE")
     saved = json.loads((tmp_path / "dry_run.json").read_text())
     assert {"findings", "plan", "estimate"} <= set(saved)
-    assert {f["rule"] for f in saved["findings"]} == set(RULES.values())
+    assert {f["rule"] for f in saved["findings"]} == {*RULES.values(), "deletes_without_version"}
 
 
 def test_a_clean_transform_is_safe_with_plan_and_estimate(make_table):

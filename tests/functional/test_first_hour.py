@@ -65,5 +65,5 @@ def test_the_dry_runs_aws_estimate_uses_the_aws_plan(make_table):
     report = ddbnb.dry_run(table, spec("set_flag"), 20)
     assert report.plan.engine == "local"
     assert report.estimate.aws_segments == choose_segments(report.plan.table, "aws")[0] == 1
-    assert "aws engine (1 segments)" in str(report.estimate)
-    assert " s at " in str(report.estimate)  # a tiny table takes seconds, not "0.0 min"
+    assert "aws engine (1 segment)" in str(report.estimate)
+    assert "~0.0 s (at " in str(report.estimate)  # a tiny table takes seconds, not "0.0 min"

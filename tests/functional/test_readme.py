@@ -52,7 +52,9 @@ def test_a_readme_flow_runs_as_written(name, run_dir, tmp_path):
             assert "write limit 1,000 units/s: capacity_share 0.5 of 2,000 (provisioned" in done.stdout + done.stderr
         if name == "cli":
             assert "migration: SUCCEEDED: scanned 3,000" in done.stdout
-            assert {"02_dry_run.ipynb", "03_migrate.ipynb", "04_results.ipynb"} <= {p.name for p in folder.iterdir()}
+            executed = {p.name.rsplit("Z-", 1)[1] for p in (folder / "attempts").iterdir()}
+            assert {"02_dry_run.ipynb", "03_migrate.ipynb", "04_results.ipynb", "summary.json"} <= executed
+            assert (folder / "results.html").stat().st_size > 20_000  # tables and charts rendered
         assert "stopped DynamoDB Local" in done.stderr
     finally:
         subprocess.run([str(ROOT / ".venv/bin/ddbnb"), "sandbox", "down"], env=env, capture_output=True)

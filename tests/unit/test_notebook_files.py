@@ -39,6 +39,7 @@ CONTRACT: dict[str, set[str]] = {
         "rate_limit",
         "prewarm_write_units",
         "prewarm_read_units",
+        "allow_non_idempotent",
         "fail_on_unsafe",
     },
     "03_migrate": {
