@@ -7,13 +7,21 @@ Event (a Map item plus run settings)::
 
     {table, destination?, segment, total_segments, transform, write_mode,
      version_attribute?, rate_limit, read_units_per_s?, write_units_per_s?,
-     failures_to?, journal?: {to}, cursor?, totals?, page_size?}
+     limits?: {share, max_read_units, max_write_units, divide},
+     failures_to?, missing_to?, journal?: {to}, cursor?, totals?, page_size?}
+
+``write_mode`` defaults to ``"conditional"``. With ``limits`` (the aws engine),
+each invocation derives its read and write budgets from the tables' capacity
+as it is when it starts, instead of ``read_units_per_s`` / ``write_units_per_s``.
 
 Result::
 
     {segment, total_segments, cursor, scanned, written, unchanged, deleted,
      failed, conflicts, throttled, read_units, write_units, pages, invocations,
-     stalls, started_at, finished_at, failures: [{key, error}]}
+     stalls, started_at, finished_at, failures: [{key, wire, error}] (bounded),
+     timeline: [[began, ended, scanned, written, unchanged, deleted, failed,
+     write_units, throttled], ...] (bounded), journal_objects, journal_bytes,
+     missing}
 
 ``cursor`` is None when the segment is finished. Otherwise call again with the
 result as ``totals`` and its ``cursor``: counts accumulate across calls.

@@ -20,7 +20,7 @@ from ddbnb.engines.checkpoints import load_all
 from tests.conftest import scan_all, simple_item, spec
 
 ROOT = Path(__file__).resolve().parents[2]
-ITEMS = 3_000
+ITEMS = 1_500
 
 
 def scanned_so_far(run_dir: Path) -> int:
@@ -40,7 +40,7 @@ def slow_run(table: str, run_dir: Path, tmp_path: Path) -> Iterator[subprocess.P
         import ddbnb
         if __name__ == "__main__":
             plan = ddbnb.plan_migration({table!r}, {spec("set_flag")!r}, total_segments=4, max_concurrency=2,
-                                        rate_limit=400)
+                                        rate_limit=250)
             ddbnb.migrate(plan, execute=True, run_dir={str(run_dir)!r}, require_dry_run=False, progress=False)
     """)
     (tmp_path / "run_it.py").write_text(script)
@@ -78,9 +78,9 @@ def test_a_sigkilled_run_goes_on_from_its_checkpoints(make_table, dynamodb, tmp_
 
     # Going on with other parameters (no rate limit) is refused, and says what differs.
     faster = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2)
-    with pytest.raises(ddbnb.exceptions.PlanChangedError, match=r"rate_limit: 400\.0 when the run started, 0\.0 now"):
+    with pytest.raises(ddbnb.exceptions.PlanChangedError, match=r"rate_limit: 250\.0 when the run started, 0\.0 now"):
         ddbnb.migrate(faster, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
-    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2, rate_limit=400)
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2, rate_limit=250)
     summary = ddbnb.migrate(plan, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
     assert summary is not None and summary["status"] == "SUCCEEDED"
     assert summary["scanned"] == ITEMS and summary["failed"] == 0

@@ -187,14 +187,14 @@ def test_status_after_a_retry_and_after_a_rollback(make_table, dynamodb, tmp_pat
 
 
 def test_the_chart_of_a_capped_run_stays_under_its_cap(make_table, tmp_path):
-    table = make_table([simple_item(i, pad=1_500) for i in range(1_200)])  # 2 write units an item
+    table = make_table([simple_item(i, pad=1_500) for i in range(800)])  # 2 write units an item
     migrated(table, tmp_path, "set_flag", max_write_units=600, max_read_units=2_000)
     results = ddbnb.load_results(tmp_path)
     figure = plot_run_throughput(results, tmp_path)
     used, cap = figure.axes[1].lines[0].get_ydata(), figure.axes[1].lines[1].get_ydata()[0]
     assert cap == 600 and (tmp_path / "run_throughput.png").is_file()
     assert used.max() <= 600 * 1.1, used  # per second, from each page's own start and end
-    assert used.sum() * (results["finished_at"].max() - results["started_at"].min()).total_seconds() / len(used) > 2_000
+    assert used.sum() * (results["finished_at"].max() - results["started_at"].min()).total_seconds() / len(used) > 1_400
     title = figure.axes[0].get_title()
     assert title.startswith("The run over time") and table in title and tmp_path.name in title
 
