@@ -63,6 +63,7 @@ bench: setup $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.live_view
 	$(BIN)/python -m bench.journal
+	$(BIN)/python -m bench.edges
 
 sandbox-up: setup
 	@$(BIN)/ddbnb sandbox up

@@ -25,7 +25,7 @@ from ddbnb.exceptions import WriteRefusedError
 from ddbnb.worker import journal
 from ddbnb.worker.clients import client
 from ddbnb.worker.items import deserialize
-from ddbnb.worker.rollback import rollback_segment
+from ddbnb.worker.lambda_entry import run_event
 from ddbnb.worker.segment import process_segment
 from tests.conftest import create_table, put_items, spec
 from tests.fixtures import transforms
@@ -74,10 +74,10 @@ def event(table: str, transform: str, **extra: Any) -> dict[str, Any]:
 
 
 def run(event: dict[str, Any], session: boto3.Session | None = None) -> dict[str, Any]:
-    """A segment to its end, looping on its cursor as both engines do."""
+    """A segment (a migration's or a rollback's) to its end, looping on its cursor as both engines do."""
     current = dict(event)
     while True:
-        result = process_segment(current, boto3_session=session)
+        result = run_event(current, boto3_session=session)
         if result["cursor"] is None:
             return result
         current = {**event, "cursor": result["cursor"], "totals": result}
@@ -93,12 +93,7 @@ def roll_back(table: str, journal_dir: Path, session: boto3.Session | None = Non
         "rate_limit": 0,
         "journal": {"from": str(journal_dir), "execute": True},
     }
-    current = dict(rollback)
-    while True:
-        result = rollback_segment(current, boto3_session=session)
-        if result["cursor"] is None:
-            return result
-        current = {**rollback, "cursor": result["cursor"], "totals": result}
+    return run(rollback, session)
 
 
 def table_items(table: str, keys: tuple[str, ...] = ("pk", "sk")) -> dict[tuple[Any, ...], dict[str, Any]]:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,10 @@ def test_a_moved_run_folder_rolls_back_exactly_and_a_lost_journal_is_refused(mak
     assert not list((tmp_path / "again").glob("rollback-*"))  # refused before anything was made or written
 
 
-def slow_run(table: str, run_dir: Path, tmp_path: Path, rate: int) -> subprocess.Popen[bytes]:
-    """A run paced to ``rate`` items/s, in its own process, as a second terminal would start it."""
+@contextmanager
+def live_run(table: str, run_dir: Path, tmp_path: Path, rate: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A run paced to ``rate`` items/s in its own process, as a second terminal would start it; yielded
+    once it holds the folder and has checkpointed a page, and gone when the block ends."""
     script = textwrap.dedent(f"""
         import ddbnb
         if __name__ == "__main__":
@@ -62,16 +66,18 @@ def slow_run(table: str, run_dir: Path, tmp_path: Path, rate: int) -> subprocess
             ddbnb.migrate(plan, execute=True, run_dir={str(run_dir)!r}, require_dry_run=False, progress=False)
     """)
     (tmp_path / "slow.py").write_text(script)
-    return subprocess.Popen(
+    child = subprocess.Popen(
         [sys.executable, str(tmp_path / "slow.py")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-
-
-def wait_until_live(run_dir: Path, child: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while RunFolder(run_dir).holder() is None or not RunFolder(run_dir).checkpoints():
-        assert child.poll() is None and time.monotonic() < deadline, child.stderr and child.stderr.read()
-        time.sleep(0.05)
+    try:
+        deadline = time.monotonic() + 60
+        while RunFolder(run_dir).holder() is None or not RunFolder(run_dir).checkpoints():
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr and child.stderr.read()
+            time.sleep(0.05)
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
 
 
 def journal_keys(run_dir: Path) -> list[str]:
@@ -87,9 +93,7 @@ def journal_keys(run_dir: Path) -> list[str]:
 def test_one_run_at_a_time_and_the_status_of_a_live_run(make_table, dynamodb, tmp_path):
     table = make_table([simple_item(i) for i in range(500)])
     run_dir = tmp_path / "run"
-    child = slow_run(table, run_dir, tmp_path, rate=150)
-    try:
-        wait_until_live(run_dir, child)
+    with live_run(table, run_dir, tmp_path, rate=150) as child:
         live = run_status(run_dir)
         assert (
             "migration: RUNNING" in live and f"by pid {child.pid}" in live and "so far (checkpoints): scanned" in live
@@ -103,9 +107,6 @@ def test_one_run_at_a_time_and_the_status_of_a_live_run(make_table, dynamodb, tm
         with pytest.raises(RunFolderBusyError):
             ddbnb.retry_failed(run_dir, require_dry_run=False, progress=False)
         assert child.wait(timeout=60) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
     keys = journal_keys(run_dir)
     assert len(keys) == len(set(keys)) == 500  # each item written once: one run, one journal entry a key
     assert RunFolder(run_dir).summary()["status"] == "SUCCEEDED" and RunFolder(run_dir).holder() is None
@@ -114,14 +115,9 @@ def test_one_run_at_a_time_and_the_status_of_a_live_run(make_table, dynamodb, tm
 def test_ddbnb_stop_leaves_a_resumable_run_whose_status_says_how_to_go_on(make_table, dynamodb, tmp_path):
     table = make_table([simple_item(i) for i in range(400)])
     run_dir = tmp_path / "run"
-    child = slow_run(table, run_dir, tmp_path, rate=100)
-    try:
-        wait_until_live(run_dir, child)
+    with live_run(table, run_dir, tmp_path, rate=100) as child:
         assert main(["stop", str(run_dir)]) == 0  # as Ctrl-C would, from another terminal
         child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
     stopped = run_status(run_dir)
     assert "migration: INTERRUPTED" in stopped and "not live" in stopped and "ddbnb.resume(" in stopped
     assert "so far (checkpoints): scanned" in stopped
