@@ -177,16 +177,19 @@ class RunFolder:
         return location
 
     def attempt_path(self, name: str) -> Path:
-        """Where an attempt keeps ``name`` (an executed notebook, a summary): ``attempts/<stamp>-<name>``."""
+        """Where an attempt keeps ``name`` (an executed notebook, a summary): ``attempts/<stamp>-<name>``,
+        claimed (created empty) so that no other attempt can take the same name."""
         folder = self.path / ATTEMPTS
         folder.mkdir(parents=True, exist_ok=True)
         stamp = utc_stamp()
-        path = folder / f"{stamp}-{name}"
-        count = 1
-        while path.exists():  # two in one second
-            count += 1
-            path = folder / f"{stamp}-{count}-{name}"
-        return path
+        for count in range(1, 10_000):
+            path = folder / (f"{stamp}-{name}" if count == 1 else f"{stamp}-{count}-{name}")
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                continue  # two in one second
+            return path
+        raise DdbnbError(f"Cannot name an attempt in {folder}: too many in one second.")
 
     # -- the summary ----------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

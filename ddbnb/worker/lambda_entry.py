@@ -5,7 +5,6 @@ Only the standard library and boto3: this module ships inside the Lambda package
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,8 +17,6 @@ from ddbnb.worker.segment import process_segment
 SAFETY_S = 30.0
 #: What EventBridge says of an execution that was stopped or timed out (see the template's rule).
 STATUS_CHANGE = "Step Functions Execution Status Change"
-#: The environment variable that names the results bucket (where each execution's capacity record is).
-RESULTS_BUCKET = "DDBNB_RESULTS_BUCKET"
 
 
 def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -28,7 +25,7 @@ def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     deadline = time.time() + remaining - min(SAFETY_S, remaining / 4)
     if event.get("detail-type") == STATUS_CHANGE:
         execution = event["detail"]["executionArn"]
-        bucket = os.environ.get(RESULTS_BUCKET, "")
+        bucket = str(event.get("results_bucket") or "")  # the stack's rule adds it
         return prewarm.restore_after_stop(
             client("dynamodb"), client("stepfunctions"), execution, s3=client("s3"), bucket=bucket
         )

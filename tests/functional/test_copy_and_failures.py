@@ -4,6 +4,7 @@ and retried, and worker credentials from any kind of session."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -12,7 +13,7 @@ import pytest
 import ddbnb
 from ddbnb.engines.local import session_args
 from ddbnb.exceptions import DryRunRequiredError, RunIncompleteError, TransformRejectedError
-from tests.conftest import create_table, scan_all, simple_item, spec
+from tests.conftest import create_table, put_items, scan_all, simple_item, spec
 
 
 def keyed_by_id(dynamodb: Any, kind: str = "S") -> str:
@@ -125,3 +126,29 @@ def test_a_profile_session_is_rebuilt_from_its_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     args = session_args(boto3.Session(profile_name="ops", region_name="eu-west-1"))
     assert args == {"profile_name": "ops", "region_name": "eu-west-1"}
+
+
+def test_a_retry_finds_numeric_keys_to_the_last_digit_and_reports_keys_that_are_gone(dynamodb, tmp_path):
+    table = create_table(dynamodb, ("id",), key_type="N")
+    keys = ["1234567890.123456789", "12345678901234567890123456789012345678", "-0.000000000000000000000000001", "7"]
+    put_items(dynamodb, table, [{"id": {"N": key}, "kind": {"S": "raise"}} for key in keys])
+    mine = tmp_path / "mine.py"
+    mine.write_text(
+        "def fn(item):\n    if item['kind'] == 'raise':\n        raise ValueError('not yet')\n    return item\n"
+    )
+    planned = ddbnb.plan_migration(table, f"{mine}:fn", total_segments=1)
+    with pytest.raises(RunIncompleteError):
+        ddbnb.migrate(planned, execute=True, run_dir=tmp_path / "run", require_dry_run=False, max_failed_share=1.0)
+    logged = [json.loads(line) for line in (tmp_path / "run/failures/segment-0.jsonl").read_text().splitlines()]
+    assert sorted(record["wire"]["id"]["N"] for record in logged) == sorted(keys)  # every digit, as DynamoDB spells it
+    dynamodb.delete_item(TableName=table, Key={"id": {"N": "7"}})  # gone before the retry
+    mine.write_text("def fn(item):\n    item['kind'] = 'fixed'\n    return item\n")
+    ddbnb.dry_run(table, f"{mine}:fn", 10, run_dir=tmp_path / "run")
+    retry = ddbnb.retry_failed(tmp_path / "run", progress=False)
+    assert (retry["written"], retry["missing"], retry["failed"], retry["status"]) == (3, 1, 0, "SUCCEEDED")
+    (missing,) = [
+        json.loads(line) for line in Path(retry["run_dir"], "missing", "segment-0.jsonl").read_text().splitlines()
+    ]
+    assert missing["wire"] == {"id": {"N": "7"}} and missing["error"].startswith("missing")
+    fixed = {item["id"]["N"]: item["kind"]["S"] for item in dynamodb.scan(TableName=table)["Items"]}
+    assert fixed == {key: "fixed" for key in keys[:3]}

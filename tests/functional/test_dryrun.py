@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
+
 import ddbnb
 from tests.conftest import scan_all, simple_item, spec
 
@@ -105,3 +107,22 @@ def test_point_in_time_recovery_off_is_a_finding_with_the_command_that_turns_it_
     assert report.safe  # a warning, not a blocker
     status["value"] = "ENABLED"
     assert not [f for f in ddbnb.dry_run(table, spec("set_flag"), 20, boto3_session=session).findings]
+
+
+def test_the_estimate_times_the_transform_and_a_slow_one_sets_the_pace(make_table, tmp_path):
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\n\ndef fn(item):\n    time.sleep(0.02)\n    item['flag'] = 'v2'\n    return item\n")
+    table = make_table([simple_item(i) for i in range(200)])
+    report = ddbnb.dry_run(table, f"{slow}:fn", 20)
+    assert report.estimate.transform_ms >= 20 and report.estimate.bound_by == "transform"
+    workers = report.plan.max_concurrency
+    assert report.estimate.duration_s == pytest.approx(200 * report.estimate.transform_ms / 1000 / workers)
+    assert "the transform takes" in str(report.estimate) and "on demand, it costs" in str(report.estimate)
+
+
+def test_a_transform_that_is_not_idempotent_is_not_safe_unless_allowed(make_table):
+    table = make_table([simple_item(i, "clock") for i in range(10)])
+    report = ddbnb.dry_run(table, spec("break_rules"), 10)
+    assert {f["rule"] for f in report.findings} == {"not_idempotent"} and not report.safe
+    allowed = ddbnb.dry_run(table, spec("break_rules"), 10, allow_non_idempotent=True)
+    assert allowed.safe and allowed.verdict.startswith("Safe to run, with warnings: 10 not_idempotent")

@@ -91,6 +91,10 @@ def test_cli_up_env_down_stops_only_what_it_started(tmp_path):
         assert elsewhere.returncode == 2 and "started" not in elsewhere.stderr
         assert f"DynamoDB Local on port {port} (asked for {port + 1})" in elsewhere.stderr
         assert "ddbnb sandbox down" in elsewhere.stderr
+        # Capacity emulation asked of a sandbox that runs without it: refused, never silently skipped.
+        limited = ddbnb("up", "--write-units", "2000")
+        assert limited.returncode == 2 and "write units 0 (asked for 2000)" in limited.stderr
+        assert "`ddbnb sandbox down && ddbnb sandbox up --write-units 2000`" in limited.stderr
         stopped = ddbnb("down")
         assert stopped.returncode == 0
         assert f"stopped DynamoDB Local (port {port}, pid {pids[0]})" in stopped.stderr

@@ -251,7 +251,7 @@ def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rul
         "source": "aws.states",
         "detail": {"executionArn": arn, "stateMachineArn": outputs["StateMachineArn"], "status": "ABORTED"},
     }
-    monkeypatch.setenv(lambda_entry.RESULTS_BUCKET, "results")  # as the template sets it for the worker
+    event["results_bucket"] = "results"  # what the template's rule adds (its InputTransformer)
     again = lambda_entry.handle(event, Context(60_000))
     assert again["restored"] == [] and again["left"] == [] and capacity(dynamodb, table) == (50, 5)
 

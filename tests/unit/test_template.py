@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
+from ddbnb.worker import lambda_entry
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "migration.yaml"
 CFN_LINT = str(Path(sys.executable).parent / "cfn-lint")
 
@@ -100,6 +102,18 @@ def test_capacity_is_raised_and_restored_by_the_worker_on_every_exit(template):
     (rule,) = resources(template, "AWS::Events::Rule")
     assert set(rule["EventPattern"]["detail"]["status"]) == {"FAILED", "ABORTED", "TIMED_OUT"}
     assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["WorkerFunction", "Arn"]}
+    # ... with the bucket whose capacity record (written before the first raise) says what to put back.
+    transformer = rule["Targets"][0]["InputTransformer"]
+    sent = transformer["InputTemplate"]["Fn::Sub"].replace("<arn>", '"arn:x"').replace("<status>", '"FAILED"')
+    event = json.loads(sent.replace("${ResultsBucket}", "bucket"))
+    assert event == {
+        "detail-type": lambda_entry.STATUS_CHANGE,
+        "detail": {"executionArn": "arn:x", "status": "FAILED"},
+        "results_bucket": "bucket",
+    }
+    assert transformer["InputPathsMap"] == {"arn": "$.detail.executionArn", "status": "$.detail.status"}
+    raised = states["RaiseCapacity"]["Parameters"]["Payload"]
+    assert raised["record_to.$"] == "$.capacity_record"
     (permission,) = resources(template, "AWS::Lambda::Permission")
     assert permission["Principal"] == "events.amazonaws.com"
     assert permission["SourceArn"] == {"Fn::GetAtt": ["RestoreOnStop", "Arn"]}
