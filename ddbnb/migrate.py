@@ -15,7 +15,7 @@ from ddbnb.awsrun import run_aws
 from ddbnb.engines import checkpoints
 from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args, systemic
 from ddbnb.engines.resultwriter import ChildOutcome, write_results
-from ddbnb.exceptions import DdbnbError, PlanChangedError, RunStoppedError, option
+from ddbnb.exceptions import DdbnbError, PlanChangedError, RunStoppedError, command, option
 from ddbnb.gate import check_dry_run, preflight
 from ddbnb.insight.results import summarize
 from ddbnb.plan import Plan, page_size_for, plan_migration
@@ -116,8 +116,8 @@ def _migrate(
     if not unfinished and plan.engine == "local":
         _set_aside(folder)
     location = JOURNAL if plan.journal and plan.engine == "local" else ""
-    if plan.engine == "aws" and previous.get("status") == "RUNNING":
-        location = str(folder.plan().get("journal_to") or "")  # the execution this folder started
+    if plan.engine == "aws":  # the execution this folder started (attached to, or refused if it left a journal)
+        location = str(folder.plan().get("journal_to") or "")
     folder.record_plan(
         {
             **plan.settings(),
@@ -260,7 +260,7 @@ def _run_local(
         )
     except KeyboardInterrupt:
         folder.mark("INTERRUPTED", table=plan.table.name, total_segments=plan.total_segments)
-        print(f"\nstopped. {resume_hint(folder)}")
+        print(f"\nstopped. To go on from here, {command('resume', folder)} (or run 03 again with this run_dir).")
         raise
     write_results(folder.path, done + outcomes, run_name=folder.path.name, engine=plan.engine)
     stop = next((o for o in outcomes if systemic(o)), None)
@@ -274,13 +274,6 @@ def _run_local(
         "segments_continued": len(unfinished) - len(done),
         "scanned_before": scanned_before,
     }
-
-
-def resume_hint(folder: RunFolder) -> str:
-    """How to go on with the stopped run in ``folder``, said the way the caller speaks (CLI or Python)."""
-    if os.environ.get("DDBNB_CLI"):
-        return f"Go on from here with: ddbnb resume {folder}"
-    return f"Run 03 again with run_dir={str(folder)!r}, or ddbnb.resume(run_dir), to go on from here."
 
 
 def plan_from_record(recorded: dict[str, Any], boto3_session: boto3.Session | None = None) -> Plan:

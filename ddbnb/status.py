@@ -16,6 +16,8 @@ from ddbnb.exceptions import DdbnbError, command
 from ddbnb.runfolder import ATTEMPTS, CHECKPOINTS, FAILURES, JOURNAL, UNFINISHED, RunFolder
 from ddbnb.worker import journal
 
+#: What a plan without limits paces to.
+_ALL = "all of the tables' capacity"
 #: Counters a status line shows, in order.
 SHOWN = ("scanned", "written", "unchanged", "deleted", "failed")
 
@@ -36,7 +38,7 @@ def _plan_line(plan: dict[str, Any]) -> str:
         f"plan: {plan.get('table')!r} {target} with {plan.get('transform')}; write mode {plan.get('write_mode')}"
         + (f" (version attribute {plan['version_attribute']!r})" if plan.get("version_attribute") else "")
         + f"; {plan.get('engine')} engine, {segments} segment{'s' if segments != 1 else ''}, "
-        f"{plan.get('max_concurrency')} at a time; limits: {', '.join(limits) or 'the tables capacity'}; "
+        f"{plan.get('max_concurrency')} at a time; limits: {', '.join(limits) or _ALL}; "
         f"journal {'on' if plan.get('journal', True) else 'off'}"
     )
 

@@ -418,7 +418,9 @@ class _Sender:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "ValidationException" and len(pending) > 1:
-                return [w for w in pending if self.statements([w])]  # so only the statement refused fails
+                for write in pending:  # one by one, so only the statement refused fails
+                    self._until_stalled([write], self.statements)
+                return []
             if error.get("Code") == "ValidationException":
                 self.outcome.failures.append((pending[0], f"ValidationException: {error.get('Message')}"))
                 return []
@@ -446,7 +448,8 @@ class _Sender:
             if is_throttle(exc):
                 raise
             error = exc.response.get("Error", {})
-            self.outcome.write_units += write_units(max(item_size(write.raw), item_size(write.new or {})))
+            if error.get("Code") == "ConditionalCheckFailedException":  # a refused write is charged too
+                self.outcome.write_units += write_units(max(item_size(write.raw), item_size(write.new or {})))
             return [write] if self.answer(write, error.get("Code"), str(error.get("Message"))) else []
         write.resent = write.resent or resent
         self.outcome.write_units += consumed_units(response)
@@ -487,26 +490,37 @@ def write_guarded(dynamodb: WireClient, writes: Sequence[Guarded], backoff: Back
 
 def _settle(dynamodb: WireClient, write: Guarded, outcome: GuardedOutcome, backoff: Backoff) -> None:
     """File a write DynamoDB answered as applied; a delete must have deleted exactly what was read."""
-    if write.kind != "delete" or write.resent:  # a delete sent again answers for its second send only
+    if write.kind != "delete":
         outcome.done.append(write)
         return
-    if write.old is None:  # nothing was there: the item was deleted meanwhile, and this deleted nothing
-        outcome.conflicts.append(write)
+    if write.old is None:  # nothing was there: the item was deleted meanwhile, and this deleted nothing...
+        if write.resent:  # ...or by this delete's first send, whose answer was lost: the item is gone either way
+            outcome.done.append(write)
+        else:
+            outcome.conflicts.append(write)
         return
     if item_digest(write.old) == item_digest(write.raw):
         outcome.done.append(write)
         return
     # The item had changed in ways the guard could not see (an attribute added after the read): put it back.
-    if put_back(dynamodb, write.table, write.key, write.old, backoff):
-        outcome.conflicts.append(write)
+    try:
+        back = put_back(dynamodb, write.table, write.key, write.old, backoff)
+    except ClientError as exc:
+        if not is_throttle(exc):
+            raise
+        why = "DynamoDB throttled every try to put it back"
     else:
-        outcome.failures.append(
-            (
-                write,
-                "deleted_changed_item: the item had changed since it was read, and the application wrote it again "
-                "before ddbnb could put it back; the deleted image is in the journal",
-            )
+        if back:
+            outcome.conflicts.append(write)
+            return
+        why = "the application wrote it again before ddbnb could put it back"
+    outcome.failures.append(
+        (
+            write,
+            f"deleted_changed_item: the item had changed since it was read and {why}; "
+            "the deleted image is in the journal",
         )
+    )
 
 
 def put_back(dynamodb: WireClient, table: str, key: Mapping[str, Any], old: WireItem, backoff: Backoff) -> bool:

@@ -227,5 +227,5 @@ def test_ctrl_c_under_the_cli_stops_the_run_in_one_line_and_exits_130(make_table
     assert lines[-1] == f"ddbnb: stopped; go on with `ddbnb resume {run_dir}`"
     after = [line for line in lines[next(i for i, x in enumerate(lines) if x.startswith("stopping the run")) :] if line]
     assert not any("Traceback" in line for line in lines) and len(after) <= 8, lines
-    assert any(line.startswith("stopped. Go on from here with: ddbnb resume") for line in after)
+    assert any(line.startswith(f"stopped. To go on from here, run `ddbnb resume {run_dir}`") for line in after)
     assert RunFolder(run_dir).summary()["status"] == "INTERRUPTED"
