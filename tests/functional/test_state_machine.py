@@ -237,12 +237,21 @@ def test_a_stopped_run_gets_its_capacity_back_from_ddbnb_and_from_the_stacks_rul
     while capacity(dynamodb, table) != (50, 40) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert capacity(dynamodb, table) == (50, 40)  # raised; the segment is held
-    sfn.stop_execution(executionArn=arn, cause="stopped from the test")
+    # `ddbnb stop RUN_DIR` on the folder that started it: the execution stops, and its capacity comes back
+    # from the record the worker wrote before it raised anything.
+    import importlib
+
+    awsrun = importlib.import_module("ddbnb.awsrun")
+    monkeypatch.setattr(awsrun, "stack_outputs", lambda *_: outputs)
+    folder = RunFolder(tmp_path)
+    folder.mark("RUNNING", execution_arn=arn, execution_name="run-stop", stack_name="stack", total_segments=1)
     try:
-        report = engine_aws.restore_raised(arn, "results")  # what ddbnb's Ctrl-C path runs, from the record
+        report = awsrun.stop_execution(folder)
     finally:
         release.set()
+    assert sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
     assert report["restored"] == [table] and capacity(dynamodb, table) == (50, 5)
+    assert folder.summary()["status"] == "ABORTED" and folder.summary()["execution_arn"] == arn
     # The stack's EventBridge rule hands the worker the status change as AWS documents it; restoring
     # again is harmless: nothing is at the raised value any more.
     event = {

@@ -152,3 +152,21 @@ def test_the_aws_view_counts_segments_and_estimates_from_them(monkeypatch):
         1,
     )
     assert state["eta_s"] == pytest.approx(3 * 80)  # a segment finished every 3 s so far, and 80 are left
+
+
+def test_a_segment_counts_as_running_when_it_starts_and_a_resumed_one_from_what_it_had_done():
+    from ddbnb.progress import RunView
+
+    view = RunView(1_000, 4, mode="off")
+    view.carry({"scanned": 300, "written": 300})  # a segment the earlier session finished
+    view.carry_partial(1, {"scanned": 120, "written": 100})  # one that goes on from its checkpoint
+    state = view.state()
+    assert (state["scanned"], state["segments_running"], state["segments_left"]) == (420, 0, 4)
+    view.page(1, {"scanned": 120, "written": 100})  # it starts: the engine reports it before its first page
+    view.page(2, {})
+    state = view.state()
+    assert (state["scanned"], state["segments_running"], state["segments_left"]) == (420, 2, 2)
+    view.page(1, {"scanned": 180, "written": 150})
+    view.done(2, {"scanned": 50}, succeeded=True)
+    state = view.state()
+    assert (state["scanned"], state["segments_done"], state["segments_running"]) == (530, 1, 1)

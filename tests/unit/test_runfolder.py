@@ -80,3 +80,29 @@ def test_one_holder_at_a_time_and_a_refused_start_leaves_no_folder(tmp_path):
     (tmp_path / "run.lock").write_text(json.dumps(other_host))
     with pytest.raises(RunFolderBusyError, match="on elsewhere"), RunFolder(tmp_path).lock("migrate"):
         pass
+
+
+def test_the_gate_says_what_the_dry_run_previewed(tmp_path):
+    from ddbnb.exceptions import DryRunRequiredError
+    from ddbnb.gate import check_dry_run
+    from ddbnb.plan import Plan
+    from ddbnb.worker.tables import TableFacts
+
+    for name in ("purge.py", "other.py"):
+        (tmp_path / name).write_text("def fn(item):\n    return None\n")
+    facts = TableFacts("orders", 10, 1_000, "PAY_PER_REQUEST", 0, 0, ("pk",))
+    previewed = {
+        "table": "orders",
+        "destination": None,
+        "transform": f"{tmp_path}/other.py:fn",
+        "transform_sha256": "x",
+    }
+    (tmp_path / "dry_run.json").write_text(json.dumps(previewed))
+    copy = Plan(facts, f"{tmp_path}/purge.py:fn", "local", 1, 1, destination="orders-v2")
+    with pytest.raises(
+        DryRunRequiredError, match="previewed table 'orders' in place, not table 'orders' into 'orders-v2'"
+    ):
+        check_dry_run(copy, str(tmp_path))
+    other = Plan(facts, f"{tmp_path}/purge.py:fn", "local", 1, 1)
+    with pytest.raises(DryRunRequiredError, match=r"it previewed .*other\.py:fn, not .*purge\.py:fn"):
+        check_dry_run(other, str(tmp_path))
