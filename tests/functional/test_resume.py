@@ -92,20 +92,6 @@ def test_a_sigkilled_run_goes_on_from_its_checkpoints(make_table, dynamodb, tmp_
     assert all(c["cursor"] is None for c in load_all(run_dir).values())
 
 
-def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_run(make_table, dynamodb, tmp_path):
-    table = make_table([simple_item(i, pad=200) for i in range(ITEMS)])
-    run_dir = tmp_path / "run"
-    with slow_run(table, run_dir, tmp_path) as child:
-        wait_for(run_dir, child, 0.3)
-        os.kill(child.pid, signal.SIGINT)  # Ctrl-C in the terminal that started it
-        _, stderr = child.communicate(timeout=60)
-    assert child.returncode != 0 and b"KeyboardInterrupt" in stderr
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "INTERRUPTED"
-    summary = ddbnb.resume(run_dir, progress=False)
-    assert summary["status"] == "SUCCEEDED" and summary["scanned"] == ITEMS
-    assert {item["flag"] for item in scan_all(dynamodb, table).values()} == {"v2"}
-
-
 def test_resume_reads_the_plan_from_the_run_folder(make_table, dynamodb, tmp_path):
     table = make_table([simple_item(i) for i in range(400)])
     plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2)
