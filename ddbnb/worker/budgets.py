@@ -64,6 +64,13 @@ def capacity_limits(
     return budgets[0], budgets[1], reasons
 
 
+def budgets_now(event: Mapping[str, Any], source: TableFacts, target: TableFacts) -> tuple[float, float] | None:
+    """A worker's budgets from the capacity the tables have now, when ``event`` carries the run's ``limits``
+    (the aws engine); None otherwise (the event's own rates hold)."""
+    settings = event.get("limits")
+    return limits_now(settings, source, target) if settings else None
+
+
 def limits_now(settings: Mapping[str, Any], source: TableFacts, target: TableFacts) -> tuple[float, float]:
     """One worker's read and write budgets from the event's ``limits`` and the tables as they are now.
 

@@ -49,6 +49,12 @@ def client(service: str, boto3_session: boto3.Session | None = None, config: Con
         ) from None
 
 
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key/or/prefix`` as (bucket, key), the key without a trailing slash."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key.rstrip("/")
+
+
 def describe_where(dynamodb: Any) -> str:
     """Say which endpoint and region a client talks to, for error messages."""
     return f"{dynamodb.meta.endpoint_url} (region {dynamodb.meta.region_name})"

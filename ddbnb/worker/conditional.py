@@ -52,6 +52,7 @@ from botocore.exceptions import ClientError
 from ddbnb.exceptions import WriteRefusedError
 from ddbnb.worker.items import item_size, write_units
 from ddbnb.worker.journal import item_digest, value_digest
+from ddbnb.worker.reads import key_text
 from ddbnb.worker.wire import WireClient
 from ddbnb.worker.writes import (
     BATCH_SIZE,
@@ -107,7 +108,7 @@ class Guarded:
     table: str
     key: WireItem  # the written item's key
     raw: WireItem  # the item as read (for an insert, the source item)
-    target_key: tuple[str, ...]  # the written item's key as text, to keep one key out of one call twice
+    target_key: str  # the written item's key as text (reads.key_text), to keep one key out of one call twice
     new: WireItem | None = None  # update: the item as the write leaves it; insert: the item
     sets: dict[str, Any] = field(default_factory=dict)
     removes: list[str] = field(default_factory=list)
@@ -128,10 +129,6 @@ class Guarded:
         return all(name in now and value_digest(now[name]) == value_digest(v) for name, v in self.sets.items()) and (
             not any(name in now for name in self.removes)
         )
-
-
-def _key_text(key: Mapping[str, Any], names: Sequence[str]) -> tuple[str, ...]:
-    return tuple(value_digest(key[name]) for name in names)
 
 
 def next_version(raw: Mapping[str, Any], version_attribute: str) -> dict[str, str]:
@@ -188,7 +185,7 @@ def update_write(
         table,
         key,
         dict(raw),
-        _key_text(key, key_names),
+        key_text(key, key_names),
         new=after,
         sets=sets,
         removes=removed,
@@ -202,7 +199,7 @@ def delete_write(table: str, key_names: Sequence[str], raw: Mapping[str, Any], v
     key = {name: raw[name] for name in key_names}
     others = [name for name in raw if name not in key_names]
     write = Guarded(
-        "delete", table, key, dict(raw), _key_text(key, key_names), guards=_guards_for(raw, others, version_attribute)
+        "delete", table, key, dict(raw), key_text(key, key_names), guards=_guards_for(raw, others, version_attribute)
     )
     return _render(write, key_names)
 
@@ -216,7 +213,7 @@ def insert_write(
 ) -> Guarded:
     """The INSERT of ``new``: it fails (a conflict) when the key already exists."""
     key = {name: new[name] for name in key_names}
-    write = Guarded(kind, table, key, dict(raw if raw is not None else new), _key_text(key, key_names), new=dict(new))
+    write = Guarded(kind, table, key, dict(raw if raw is not None else new), key_text(key, key_names), new=dict(new))
     return _render(write, key_names)
 
 
@@ -370,7 +367,7 @@ class GuardedOutcome:
 def _batches(writes: Sequence[Guarded]) -> list[list[Guarded]]:
     """Chunks of at most 25 with no key twice (DynamoDB refuses duplicates in one call)."""
     batches: list[list[Guarded]] = []
-    keys: list[set[tuple[str, ...]]] = []
+    keys: list[set[str]] = []
     for write in writes:
         for batch, seen in zip(batches, keys, strict=True):
             if len(batch) < BATCH_SIZE and write.target_key not in seen:

@@ -25,7 +25,7 @@ from typing import Any
 
 import boto3
 
-from ddbnb.worker.clients import client
+from ddbnb.worker.clients import client, split_s3
 from ddbnb.worker.items import deserialize, format_key
 
 #: At most this many failures are listed per segment in its result.
@@ -85,9 +85,9 @@ class FailureLog:
         body = ("\n".join(self.lines) + "\n").encode()
         segment = int(self.result["segment"])
         if self.target.startswith("s3://"):
-            bucket, _, prefix = self.target[len("s3://") :].partition("/")
+            bucket, prefix = split_s3(self.target)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            key = f"{prefix.rstrip('/')}/segment-{segment}/{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
+            key = f"{prefix}/segment-{segment}/{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
             client("s3", self.session).put_object(Bucket=bucket, Key=key, Body=body)
         else:
             folder = Path(self.target)

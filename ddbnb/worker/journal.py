@@ -37,7 +37,7 @@ from typing import Any
 
 import boto3
 
-from ddbnb.worker.clients import client
+from ddbnb.worker.clients import client, split_s3
 
 #: The folder (or prefix) of a run that holds its journal.
 FOLDER = "journal"
@@ -146,11 +146,6 @@ def object_name(segment: int, name: str) -> str:
     return f"segment-{segment}/{name}"
 
 
-def _split(target: str) -> tuple[str, str]:
-    bucket, _, prefix = target[len("s3://") :].partition("/")
-    return bucket, prefix.rstrip("/")
-
-
 def encode(entries: list[dict[str, Any]]) -> bytes:
     """One journal object's body: the entries as gzipped JSON lines (binary as base64, as the wire carries it)."""
     text = "".join(json.dumps(e, separators=(",", ":"), default=_binary) + "\n" for e in entries)
@@ -188,7 +183,7 @@ class JournalWriter:
         body = encode(entries)
         path = object_name(self.segment, name)
         if self.target.startswith("s3://"):
-            bucket, prefix = _split(self.target)
+            bucket, prefix = split_s3(self.target)
             client("s3", self.session).put_object(Bucket=bucket, Key=f"{prefix}/{path}", Body=body)
         else:
             final = Path(self.target) / path
@@ -222,7 +217,7 @@ def segments(source: str, boto3_session: boto3.Session | None = None) -> list[in
     """The segments that hold journal objects under ``source`` (a folder or ``s3://bucket/prefix``)."""
     found: set[int] = set()
     if source.startswith("s3://"):
-        bucket, prefix = _split(source)
+        bucket, prefix = split_s3(source)
         pages = client("s3", boto3_session).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/segment-", Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
@@ -238,7 +233,7 @@ def object_names(source: str, segment: int, boto3_session: boto3.Session | None 
     """The names of a segment's journal objects, newest first."""
     names: list[str] = []
     if source.startswith("s3://"):
-        bucket, prefix = _split(source)
+        bucket, prefix = split_s3(source)
         pages = client("s3", boto3_session).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/{object_name(segment, '')}"):
             names += [item["Key"].rsplit("/", 1)[1] for item in page.get("Contents", [])]
@@ -253,7 +248,7 @@ def read_object(
     """The entries of one journal object, in the order they were written."""
     path = object_name(segment, name)
     if source.startswith("s3://"):
-        bucket, prefix = _split(source)
+        bucket, prefix = split_s3(source)
         body = client("s3", boto3_session).get_object(Bucket=bucket, Key=f"{prefix}/{path}")["Body"].read()
     else:
         body = (Path(source) / path).read_bytes()
@@ -271,7 +266,7 @@ def totals(source: str, boto3_session: boto3.Session | None = None) -> dict[str,
 
 def _listing(source: str, boto3_session: boto3.Session | None) -> Iterator[tuple[str, int]]:
     if source.startswith("s3://"):
-        bucket, prefix = _split(source)
+        bucket, prefix = split_s3(source)
         pages = client("s3", boto3_session).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
             for item in page.get("Contents", []):

@@ -66,6 +66,7 @@ def _key(item: Mapping[str, Any], names: Sequence[str]) -> WireItem:
 
 
 def _key_id(item: Mapping[str, Any], names: Sequence[str]) -> tuple[str, ...]:
+    """A key as text, also for an item that lacks a key attribute (DynamoDB then refuses it, item by item)."""
     return tuple(json.dumps(item.get(name), sort_keys=True) for name in names)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbnb.exceptions import CapacityRefusedError
+from ddbnb.worker.clients import split_s3
 
 #: Seconds between tries of a restore while the table is still being updated.
 BUSY_POLL_S = 5.0
@@ -195,17 +196,13 @@ def original_of(described: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "TableName": described["TableName"],
         "BillingModeSummary": dict(described.get("BillingModeSummary", {})),
-        "ProvisionedThroughput": {
-            name: int(described.get("ProvisionedThroughput", {}).get(name, 0)) for name in _UNITS
-        },
+        "ProvisionedThroughput": _units(_provisioned(described.get("ProvisionedThroughput", {}))),
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": index["IndexName"],
-                "ProvisionedThroughput": {
-                    name: int(index.get("ProvisionedThroughput", {}).get(name, 0)) for name in _UNITS
-                },
+                "IndexName": i["IndexName"],
+                "ProvisionedThroughput": _units(_provisioned(i.get("ProvisionedThroughput", {}))),
             }
-            for index in described.get("GlobalSecondaryIndexes", [])
+            for i in described.get("GlobalSecondaryIndexes", [])
         ],
     }
 
@@ -276,7 +273,7 @@ def restore_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 def load_record(location: str, s3: Any = None) -> dict[str, Any] | None:
     """The capacity record at ``location`` (None when there is none yet)."""
     if location.startswith("s3://"):
-        bucket, _, key = location[len("s3://") :].partition("/")
+        bucket, key = split_s3(location)
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as error:
@@ -292,7 +289,7 @@ def store_record(location: str, record: Mapping[str, Any], s3: Any = None) -> No
     """Write the capacity record to ``location`` (an ``s3://`` URI, or a file)."""
     body = json.dumps(record, default=str).encode()
     if location.startswith("s3://"):
-        bucket, _, key = location[len("s3://") :].partition("/")
+        bucket, key = split_s3(location)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     else:
         Path(location).parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ import boto3
 
 from ddbnb.exceptions import InvalidParameterError, ThrottledError
 from ddbnb.worker import journal, params
-from ddbnb.worker.budgets import limits_now
+from ddbnb.worker.budgets import budgets_now
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.conditional import Guarded, UnwritableError, delete_write, insert_write, update_write
 from ddbnb.worker.failures import FailureLog
@@ -124,8 +124,7 @@ class _Rollback:
         self.dynamodb: WireClient = shared_client(boto3_session)
         self.table = event["table"]
         facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
-        given = event.get("limits")
-        self.limits = limits or limits_for(event, budgets=limits_now(given, facts, facts) if given else None)
+        self.limits = limits or limits_for(event, budgets=budgets_now(event, facts, facts))
         self.keys = facts.key_names
         self.mode = event.get("write_mode", "conditional")
         self.read_backoff = Backoff(on_throttle=lambda _: self.limits.read.throttled())
@@ -253,15 +252,14 @@ class _Rollback:
 def _passes(records: list[dict[str, Any]], names: Sequence[str]) -> list[list[dict[str, Any]]]:
     """``records`` (newest first) in groups with each key once; a key's older entries in later groups."""
     passes: list[list[dict[str, Any]]] = []
-    seen: list[set[str]] = []
+    seen: dict[str, int] = {}  # entries of each key met so far: its next entry goes to that pass
     for record in records:
         key = key_text(record["k"], names)
-        depth = next((i + 1 for i in range(len(seen) - 1, -1, -1) if key in seen[i]), 0)
+        depth = seen.get(key, 0)
+        seen[key] = depth + 1
         if depth == len(passes):
             passes.append([])
-            seen.append(set())
         passes[depth].append(record)
-        seen[depth].add(key)
     return passes
 
 

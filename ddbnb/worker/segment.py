@@ -48,14 +48,14 @@ from botocore.exceptions import ClientError
 
 from ddbnb.exceptions import ThrottledError, TransformFailingError
 from ddbnb.worker import params
-from ddbnb.worker.budgets import limits_now
+from ddbnb.worker.budgets import budgets_now
 from ddbnb.worker.capacity import Bucket, Limits, limits_for
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.items import deserialize, format_key
 from ddbnb.worker.journal import JournalWriter
 from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.reads import key_text, read_items
-from ddbnb.worker.tables import TableFacts, table_facts
+from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import shared_client
 from ddbnb.worker.writes import Backoff, call_patiently, is_throttle
@@ -99,12 +99,6 @@ def validate_event(event: Mapping[str, Any]) -> None:
     params.check_rate("write_units_per_s", event.get("write_units_per_s") or 0)
     if event.get("page_size"):
         params.check_int("page_size", event.get("page_size"), 1)
-
-
-def _budgets_now(event: Mapping[str, Any], source: TableFacts, target: TableFacts) -> tuple[float, float] | None:
-    """The budgets from the tables' capacity now, when the event carries the run's limits (the aws engine)."""
-    settings = event.get("limits")
-    return limits_now(settings, source, target) if settings else None
 
 
 def now() -> str:
@@ -165,7 +159,7 @@ class _Segment:
             target_facts = source
         else:
             target_facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, target, "destination"))
-        self.limits = limits or limits_for(event, budgets=_budgets_now(event, source, target_facts))
+        self.limits = limits or limits_for(event, budgets=budgets_now(event, source, target_facts))
         self.read_backoff = Backoff(on_throttle=self._read_throttled)
         self.read_estimate = 0.0  # read units of the last page: the next page's reservation
         self.read_throttles = 0
@@ -413,6 +407,7 @@ def _read_keys(work: _Segment, keys: list[dict[str, Any]]) -> tuple[list[dict[st
     work.read_throttles += read.throttled
     if read.stalled:
         return [], [], True
-    items = [read.found[key_text(key, names)] for key in keys if key_text(key, names) in read.found]
-    gone = [key for key in keys if key_text(key, names) not in read.found]
+    texts = [key_text(key, names) for key in keys]
+    items = [read.found[text] for text in texts if text in read.found]
+    gone = [key for key, text in zip(keys, texts, strict=True) if text not in read.found]
     return items, gone, False
