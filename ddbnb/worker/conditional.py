@@ -212,7 +212,7 @@ def insert_write(
     kind: str = "insert",
 ) -> Guarded:
     """The INSERT of ``new``: it fails (a conflict) when the key already exists."""
-    key = {name: new[name] for name in key_names}
+    key = {name: new[name] for name in key_names if name in new}  # one it lacks: DynamoDB refuses the write
     write = Guarded(kind, table, key, dict(raw if raw is not None else new), key_text(key, key_names), new=dict(new))
     return _render(write, key_names)
 

@@ -22,9 +22,14 @@ READ_BATCH = 100
 WireItem = dict[str, Any]
 
 
+#: What stands for a key attribute an item lacks (no key attribute can be NULL, so no real key reads so).
+_ABSENT = {"NULL": True}
+
+
 def key_text(item: Mapping[str, Any], names: Sequence[str]) -> str:
-    """One key as text, the same however DynamoDB spells its numbers."""
-    return value_digest({"L": [item[name] for name in names]})
+    """One key as text, the same however DynamoDB spells its numbers (also for an item that lacks a key
+    attribute: DynamoDB refuses its write, item by item)."""
+    return value_digest({"L": [item.get(name, _ABSENT) for name in names]})
 
 
 @dataclass

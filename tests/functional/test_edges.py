@@ -399,3 +399,19 @@ def test_a_throttled_read_after_a_conflict_stalls_the_page_instead_of_failing(se
     rest = run({**event(table, "shout"), "cursor": first["cursor"], "totals": first}, session)
     assert rest["failed"] == 0
     assert {item["sk"]: item["status"] for item in table_items(table).values()}["s1"] == "APP"
+
+
+def test_a_copy_that_lacks_the_destinations_key_fails_that_item_alone(session):
+    dynamodb = client("dynamodb")
+    source = create_table(dynamodb)
+    put_items(
+        dynamodb,
+        source,
+        [{"pk": {"S": f"p{i}"}, "sk": {"S": "s"}, "kind": {"S": "raise" if i == 0 else "x"}} for i in range(5)],
+    )
+    destination = create_table(dynamodb, ("id",))
+    result = run(event(source, "rekey", destination=destination), session)  # rekey leaves 'raise' items without id
+    assert (result["written"], result["failed"]) == (4, 1)
+    assert (
+        result["failures"][0]["key"] == {"pk": "p0", "sk": "s"} and "ValidationError" in result["failures"][0]["error"]
+    )
