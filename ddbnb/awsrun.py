@@ -187,14 +187,17 @@ def stop_execution(folder: RunFolder, boto3_session: boto3.Session | None = None
     arn = summary.get("execution_arn")
     if not arn:
         raise DdbnbError(f"{folder} holds no aws-engine execution to stop (summary.json has no execution_arn).")
-    outputs = stack_outputs(summary.get("stack_name") or folder.plan().get("stack_name", ""), boto3_session)
+    outputs = _outputs(folder, summary, boto3_session)
     client("stepfunctions", boto3_session).stop_execution(executionArn=arn, cause="stopped with ddbnb stop")
     print(f"stopped {arn}; {command('redrive', folder)} goes on from where its segments stopped")
     report = restore_raised(arn, outputs["ResultsBucketName"], boto3_session)
-    folder.mark(
-        "ABORTED", **{k: summary[k] for k in summary if k not in ("status", "attempts", "retries", "rollbacks")}
-    )
+    folder.set_status("ABORTED")
     return report
+
+
+def _outputs(folder: RunFolder, summary: dict[str, Any], boto3_session: boto3.Session | None) -> dict[str, str]:
+    """The outputs of the stack the aws run in ``folder`` ran on."""
+    return stack_outputs(summary.get("stack_name") or folder.plan().get("stack_name", ""), boto3_session)
 
 
 @clear_errors
@@ -215,7 +218,7 @@ def redrive(run_dir: str, *, progress: bool = True, boto3_session: boto3.Session
     if not arn:
         raise DdbnbError(f"{run_dir} holds no aws-engine run (summary.json has no execution_arn).")
     with folder.lock("redrive"):
-        outputs = stack_outputs(summary.get("stack_name") or folder.plan().get("stack_name", ""), boto3_session)
+        outputs = _outputs(folder, summary, boto3_session)
         status = describe_status(arn, boto3_session)
         if status not in _FAILED:
             raise DdbnbError(

@@ -17,7 +17,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +272,9 @@ def _forward_ctrl_c(folder: str | Path) -> Iterator[None]:
 
 
 def _deploy(args: argparse.Namespace) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    from ddbnb.runfolder import utc_stamp
+
+    stamp = utc_stamp()
     out = Path(args.run_dir or f"runs/deploy-{args.stack_name}-{stamp}").resolve()
     parameters = {
         "stack_name": args.stack_name,

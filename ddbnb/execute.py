@@ -12,7 +12,6 @@ import logging
 import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ddbnb.emulation.demo import DEMO_TABLE, DEMO_TRANSFORM, seed_demo_table
 from ddbnb.emulation.servers import sandbox
 from ddbnb.exceptions import DdbnbError
 from ddbnb.paths import NOTEBOOKS, PROJECT_ROOT
-from ddbnb.runfolder import RunFolder
+from ddbnb.runfolder import RunFolder, utc_stamp
 
 #: What papermill logs about its own work, not the notebook's: shown only with ``--verbose``.
 _CHATTER = re.compile(
@@ -132,7 +131,7 @@ def run_demo(items: int = 100_000, runs_dir: str | Path | None = None) -> dict[s
 
     01 deploys the stack to the sandbox's moto server; 03 migrates with the local engine.
     """
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     run_dir = (Path(runs_dir) if runs_dir else PROJECT_ROOT / "runs") / f"demo-{stamp}"
     run_dir.mkdir(parents=True)
     transform = str(PROJECT_ROOT / DEMO_TRANSFORM)

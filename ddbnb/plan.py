@@ -145,8 +145,9 @@ class Plan:
             f"  engine {self.engine}: {count_of(self.total_segments, 'segment')}, "
             f"{self.max_concurrency} at a time, write mode {self.write_mode}, "
             f"rate limit {'none' if not self.rate_limit else f'{self.rate_limit:,.0f} items/s'}",
-            f"  capacity: {_units(self.read_units_per_s)} read and {_units(self.write_units_per_s)} write units/s "
-            "for the whole run" + (f", pages of at most {self.page_size:,} items" if self.page_size else ""),
+            f"  capacity: {units_text(self.read_units_per_s)} read and "
+            f"{units_text(self.write_units_per_s)} write units/s for the whole run"
+            + (f", pages of at most {self.page_size:,} items" if self.page_size else ""),
         ]
         if self.destination_table is not None:
             keys = ", ".join(f"{k} ({t})" for k, t in self.destination_table.key_schema.items())
@@ -171,7 +172,8 @@ class Plan:
         printer.text(str(self))
 
 
-def _units(rate: float) -> str:
+def units_text(rate: float) -> str:
+    """A capacity budget as the plan says it: the units per second, or that there is no limit."""
     return f"{rate:,.0f}" if rate else "no limit on"
 
 

@@ -24,7 +24,7 @@ from ddbnb.engines.local import run_local, session_args
 from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import DdbnbError, InvalidParameterError, StaleStackError
 from ddbnb.insight.results import summarize
-from ddbnb.plan import choose_concurrency
+from ddbnb.plan import choose_concurrency, units_text
 from ddbnb.progress import count_of
 from ddbnb.runfolder import CONFLICTS, FAILURES, RunFolder, utc_now, utc_stamp
 from ddbnb.worker import journal, params
@@ -120,7 +120,7 @@ def rollback(
         print(
             f"{what} the run in {folder}: {where}, journal {source} ({count_of(len(segments), 'segment')}), engine "
             f"{engine}, {concurrency} at a time, write mode {write_mode}, capacity "
-            f"{_units(read_budget)} read and {_units(write_budget)} write units/s"
+            f"{units_text(read_budget)} read and {units_text(write_budget)} write units/s"
         )
         started = time.monotonic()
         extra: dict[str, Any] = {}
@@ -156,10 +156,6 @@ def rollback(
 
 #: What the run folder's summary keeps of each rollback.
 _HISTORY = ("restored", "recreated", "removed", "unchanged", "conflicts", "failed", "status")
-
-
-def _units(rate: float) -> str:
-    return f"{rate:,.0f}" if rate else "no limit on"
 
 
 def _said(summary: dict[str, Any]) -> str:

@@ -43,6 +43,8 @@ MISSING = "missing"
 CONFLICTS = "conflicts"
 JOURNAL = journal.FOLDER
 ATTEMPTS = "attempts"
+#: What summary.json keeps across attempts: the folder's history.
+HISTORY = ("attempts", "retries", "rollbacks")
 #: Statuses of a local run that did not finish: running it again goes on from its checkpoints.
 UNFINISHED = ("RUNNING", "INTERRUPTED", "STOPPED")
 #: What the recorded plan must match for a run to go on in the folder: what is written, and how fast.
@@ -202,14 +204,18 @@ class RunFolder:
 
     def mark(self, status: str, **fields: Any) -> None:
         """Say in summary.json that the local run is RUNNING, INTERRUPTED or STOPPED, keeping its history."""
-        kept = {k: v for k, v in self.summary().items() if k in ("attempts", "retries", "rollbacks")}
+        kept = {k: v for k, v in self.summary().items() if k in HISTORY}
         self.write_summary({**kept, "status": status, **fields})
+
+    def set_status(self, status: str) -> None:
+        """Change only the status summary.json says."""
+        self.write_summary({**self.summary(), "status": status})
 
     def conclude(self, summary: dict[str, Any], said: str) -> dict[str, Any]:
         """Write ``summary`` (and its copy in attempts/), say ``said``; RunIncompleteError unless it succeeded."""
-        kept = {k: v for k, v in self.summary().items() if k in ("retries", "rollbacks")}
-        attempts = [*self.summary().get("attempts", []), _attempt_line(summary)]
-        whole = {**kept, **summary, "attempts": attempts}
+        before = self.summary()
+        kept = {k: v for k, v in before.items() if k in HISTORY}
+        whole = {**kept, **summary, "attempts": [*before.get("attempts", []), _attempt_line(summary)]}
         self.write_summary(whole)
         _write_json(self.attempt_path(SUMMARY), summary)
         print(said)
