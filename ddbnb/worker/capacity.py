@@ -40,9 +40,13 @@ COOLDOWN_S = 0.2
 INCREASE_PER_S = 0.05
 
 
+#: The refill time of a bucket no call has used yet: it saves nothing up until its first reservation.
+UNUSED = -1.0
+
+
 def fresh_values() -> list[float]:
-    """A new bucket's state: no tokens, refilled now, factor 1, never cut."""
-    return [0.0, time.monotonic(), 1.0, -COOLDOWN_S]
+    """A new bucket's state: no tokens, not used yet, factor 1, never cut."""
+    return [0.0, UNUSED, 1.0, -COOLDOWN_S]
 
 
 class BucketState:
@@ -64,7 +68,8 @@ class Bucket:
 
     def _refill(self, values: Any, now: float) -> None:
         tokens, stamp, factor = values[0], values[1], values[2]
-        values[0] = min(self.rate * factor * BURST_S, tokens + (now - stamp) * self.rate * factor)
+        if stamp != UNUSED:  # the time before the first call (worker processes starting) saves up no burst
+            values[0] = min(self.rate * factor * BURST_S, tokens + (now - stamp) * self.rate * factor)
         values[1] = now
 
     def acquire(self, units: float) -> None:
