@@ -55,19 +55,33 @@ def test_a_moved_run_folder_rolls_back_exactly_and_a_lost_journal_is_refused(mak
 
 
 @contextmanager
-def live_run(table: str, run_dir: Path, tmp_path: Path, rate: int) -> Iterator[subprocess.Popen[bytes]]:
+def live_run(
+    table: str, run_dir: Path, tmp_path: Path, rate: int, held: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
     """A run paced to ``rate`` items/s in its own process, as a second terminal would start it; yielded
-    once it holds the folder and has checkpointed a page, and gone when the block ends."""
+    once it holds the folder and has checkpointed a page, and gone when the block ends. A ``held`` run
+    writes pages of 25 items and stops transforming after its first checkpoint until the block ends, so
+    the block sees it live however slow the machine is."""
+    hold = tmp_path / "hold"
+    transform = "set_flag_held" if held else "set_flag"
     script = textwrap.dedent(f"""
+        import dataclasses
         import ddbnb
         if __name__ == "__main__":
-            plan = ddbnb.plan_migration({table!r}, {spec("set_flag")!r}, total_segments=2, max_concurrency=2,
+            plan = ddbnb.plan_migration({table!r}, {spec(transform)!r}, total_segments=2, max_concurrency=2,
                                         rate_limit={rate})
+            plan = dataclasses.replace(plan, page_size={25 if held else 0})
             ddbnb.migrate(plan, execute=True, run_dir={str(run_dir)!r}, require_dry_run=False, progress=False)
     """)
     (tmp_path / "slow.py").write_text(script)
+    if held:
+        hold.write_text("")
     child = subprocess.Popen(
-        [sys.executable, str(tmp_path / "slow.py")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, str(tmp_path / "slow.py")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "DDBNB_TEST_HOLD": str(hold), "DDBNB_TEST_RUN_DIR": str(run_dir)},
     )
     try:
         deadline = time.monotonic() + 60
@@ -76,6 +90,7 @@ def live_run(table: str, run_dir: Path, tmp_path: Path, rate: int) -> Iterator[s
             time.sleep(0.05)
         yield child
     finally:
+        hold.unlink(missing_ok=True)
         if child.poll() is None:
             child.kill()
 
@@ -93,7 +108,7 @@ def journal_keys(run_dir: Path) -> list[str]:
 def test_one_run_at_a_time_and_the_status_of_a_live_run(make_table, dynamodb, tmp_path):
     table = make_table([simple_item(i) for i in range(500)])
     run_dir = tmp_path / "run"
-    with live_run(table, run_dir, tmp_path, rate=150) as child:
+    with live_run(table, run_dir, tmp_path, rate=150, held=True) as child:
         live = run_status(run_dir)
         assert (
             "migration: RUNNING" in live and f"by pid {child.pid}" in live and "so far (checkpoints): scanned" in live
@@ -106,6 +121,7 @@ def test_one_run_at_a_time_and_the_status_of_a_live_run(make_table, dynamodb, tm
             ddbnb.rollback(run_dir, execute=True, progress=False)
         with pytest.raises(RunFolderBusyError):
             ddbnb.retry_failed(run_dir, require_dry_run=False, progress=False)
+        (tmp_path / "hold").unlink()  # let it finish
         assert child.wait(timeout=60) == 0
     keys = journal_keys(run_dir)
     assert len(keys) == len(set(keys)) == 500  # each item written once: one run, one journal entry a key
