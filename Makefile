@@ -64,6 +64,7 @@ bench: setup $(VENV)/.bench-installed
 	$(BIN)/python -m bench.live_view
 	$(BIN)/python -m bench.journal
 	$(BIN)/python -m bench.edges
+	$(BIN)/python -m bench.follow
 
 sandbox-up: setup
 	@$(BIN)/ddbnb sandbox up

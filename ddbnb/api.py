@@ -5,8 +5,10 @@ from ddbnb.control.deploy import delete_stack, deploy_stack, stack_outputs
 from ddbnb.dryrun import DryRun, dry_run
 from ddbnb.emulation.demo import seed_demo_table
 from ddbnb.emulation.servers import sandbox
+from ddbnb.follow import follow
 from ddbnb.insight.charts import (
     plot_durations,
+    plot_follow_lag,
     plot_run_throughput,
     plot_throughput,
     plot_timeline,
@@ -17,6 +19,7 @@ from ddbnb.migrate import migrate, resume
 from ddbnb.plan import Plan, plan_migration
 from ddbnb.retry import retry_failed
 from ddbnb.rollback import rollback
+from ddbnb.verify import verify
 from ddbnb.worker.segment import process_segment
 from ddbnb.worker.tables import describe_table, list_tables
 
@@ -27,6 +30,7 @@ __all__ = [
     "deploy_stack",
     "describe_table",
     "dry_run",
+    "follow",
     "list_tables",
     "load_conflicts",
     "load_failures",
@@ -34,6 +38,7 @@ __all__ = [
     "migrate",
     "plan_migration",
     "plot_durations",
+    "plot_follow_lag",
     "plot_run_throughput",
     "plot_throughput",
     "plot_timeline",
@@ -47,4 +52,5 @@ __all__ = [
     "seed_demo_table",
     "slowest_segments",
     "stack_outputs",
+    "verify",
 ]

@@ -3,10 +3,11 @@
 ``deploy``, ``dry-run``, ``migrate``, ``results`` and ``rollback`` execute the
 same notebooks with papermill into the run folder (each attempt's executed
 notebook under ``attempts/``), so every path leaves the same audit record.
-``resume``, ``retry-failed``, ``redrive``, ``stop`` and ``status`` work on a
-run folder; ``sandbox``, ``seed``, ``demo`` and ``lab`` manage the embedded
-sandbox. Errors print one line that names the flag or command to use, and exit
-with status 2; Ctrl-C stops the run cleanly (resumable) and exits with 130.
+``resume``, ``retry-failed``, ``redrive``, ``stop``, ``status``, ``follow`` and
+``verify`` work on a run folder (``verify`` exits with 1 when the target differs);
+``sandbox``, ``seed``, ``demo`` and ``lab`` manage the embedded sandbox. Errors
+print one line that names the flag or command to use, and exit with status 2;
+Ctrl-C stops the run cleanly (resumable) and exits with 130.
 """
 
 from __future__ import annotations
@@ -158,6 +159,23 @@ def _parser() -> argparse.ArgumentParser:
         "stop", help="stop the run that holds a folder (local: resumable, as Ctrl-C; aws: the execution)"
     )
     stop.add_argument("run_dir", help="the folder of the run")
+    follow = commands.add_parser(
+        "follow", help="keep the run's target in step with the live table from its stream (Ctrl-C: saved, resumable)"
+    )
+    follow.add_argument("run_dir", help="the folder of a finished run")
+    follow.add_argument(
+        "--until",
+        default="caught_up",
+        choices=["caught_up", "stopped"],
+        help="caught_up (default): return once the lag is under --caught-up-s; stopped: until --for-s or Ctrl-C",
+    )
+    follow.add_argument("--for-s", type=float, default=0.0, help="stop after this many seconds (0: no bound)")
+    follow.add_argument("--caught-up-s", type=float, default=2.0, help="the lag, in seconds, that counts as caught up")
+    check = commands.add_parser(
+        "verify", help="compare the run's target with the transform of its source now: missing, extra, different"
+    )
+    check.add_argument("run_dir", help="the folder of a run")
+    check.add_argument("--sample", type=int, default=0, help="check about this many random items (0: every item)")
     undo = commands.add_parser(
         "rollback", parents=[talk], help="run 05_rollback: say what undoing a run would do, or do it with --execute"
     )
@@ -195,6 +213,9 @@ def _table_and_transform(command: argparse.ArgumentParser) -> None:
     command.add_argument("--max-write-units", type=float, default=0.0, help="write units per second for the whole run")
     command.add_argument("--rate-limit", type=float, default=0.0, help="items per second for the whole run (0: none)")
     command.add_argument(
+        "--follow", action="store_true", help="the run will be followed (`ddbnb follow`): refuse a table with no stream"
+    )
+    command.add_argument(
         "--allow-non-idempotent",
         action="store_true",
         help="dry run: a transform that changes its own result again is a warning, not NOT SAFE",
@@ -215,6 +236,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "max_read_units": args.max_read_units,
         "max_write_units": args.max_write_units,
         "rate_limit": args.rate_limit,
+        "follow": args.follow,
     }
 
 
@@ -233,6 +255,7 @@ def _checked_plan(parameters: dict[str, Any], **more: Any) -> Any:
         "max_write_units",
         "stack_name",
         "rate_limit",
+        "follow",
     )
     return plan_migration(
         parameters["table_name"], parameters["transform"], **{name: parameters[name] for name in names}, **more
@@ -386,6 +409,20 @@ def _retry(args: argparse.Namespace) -> None:
     retry_failed(args.run_dir, require_dry_run=not args.no_require_dry_run, max_failed_share=args.max_failed_share)
 
 
+def _follow(args: argparse.Namespace) -> None:
+    from ddbnb.follow import follow
+
+    follow(args.run_dir, until=args.until, for_s=args.for_s, caught_up_s=args.caught_up_s)
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from ddbnb.verify import verify
+
+    report = verify(args.run_dir, sample=args.sample)
+    if not report["matches"]:
+        raise SystemExit(1)
+
+
 def _stop(args: argparse.Namespace) -> None:
     from ddbnb.runfolder import RunFolder, stop_local
 
@@ -477,6 +514,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "resume": _resume,
     "retry-failed": _retry,
     "stop": _stop,
+    "follow": _follow,
+    "verify": _verify,
     "rollback": _rollback,
     "sandbox": _sandbox,
 }

@@ -26,6 +26,7 @@ from ddbnb.worker import journal, params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
 from ddbnb.worker.items import deserialize, format_key, item_size, matches
+from ddbnb.worker.streams import Stream, stream_problems
 from ddbnb.worker.tables import point_in_time_recovery
 from ddbnb.worker.transforms import Transform, load_transform, transform_digest
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Items this close to the 400 KB limit are flagged: a little growth and they fail.
 NEAR_LIMIT_BYTES = int(MAX_ITEM_BYTES * 0.9)
+#: Runs estimated longer than this leave the follower too little of the stream's 24 hours.
+STREAM_RUN_S = 12 * 3600.0
 #: Findings that make a run unsafe; the others are warnings. A transform that is not idempotent is applied
 #: twice to the items of a page read again (after throttling, a resume, a redrive): unsafe unless allowed.
 BLOCKING = ("raised", "key_changed", "too_large", "invalid_type", "missing_key", "key_collision", "not_idempotent")
@@ -56,6 +59,12 @@ FIXES = {
     "deletes_without_version": "the transform deletes items: each delete is guarded by every attribute as read, "
     "and one that finds the item changed is put back and read again; if the application increments a version "
     "attribute on every write, set version_attribute to it and each delete is guarded by that alone",
+    "stream_off": "without a stream, what the application writes during and after the run cannot be "
+    "replayed: a copy is stale at cutover, and items written in the old shape after the scan passed them stay "
+    "so. Turn one on before the run: {call}",
+    "stream_retention": "DynamoDB keeps stream records 24 hours, and ddbnb.follow replays them from the run's "
+    "start once the run ends: split the run (a destination per key range, or raise its limits) so that it ends well "
+    "within a day",
     "pitr_off": "turn it on before the run, so the whole table can be restored to any second before it: "
     "aws dynamodb update-continuous-backups --table-name {table} "
     "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true",
@@ -194,6 +203,19 @@ class DryRun:
         return folder / "dry_run.json"
 
 
+def _stream_findings(plan: Plan, planned: Estimate) -> list[dict[str, Any]]:
+    """A live table's stream: off (nothing can be replayed), or a run too long for its 24 hours."""
+    facts = plan.table
+    stream = Stream(facts.name, facts.stream_arn, facts.stream_view_type)
+    problem = stream_problems(facts.name, stream, bool(plan.destination))
+    if problem:
+        return [_finding({}, "stream_off", problem[0], call=problem[1])]
+    if planned.duration_s > STREAM_RUN_S:
+        hours = f"the run is estimated at {planned.duration_s / 3600:.1f} h"
+        return [_finding({}, "stream_retention", hours)]
+    return []
+
+
 def _finding(key: dict[str, Any], rule: str, detail: str, **fields: str) -> dict[str, Any]:
     fix = FIXES[rule].format(allow=option("allow_non_idempotent", True), **fields)
     return {"key": key, "rule": rule, "message": f"{detail}: {fix}" if detail else fix}
@@ -241,6 +263,7 @@ def dry_run(
     prewarm_read_units: int = 0,
     prewarm_write_units: int = 0,
     allow_non_idempotent: bool = False,
+    follow: bool = False,
     boto3_session: boto3.Session | None = None,
 ) -> DryRun:
     """Sample ``table_name`` across its key space, apply ``transform`` in memory, and report.
@@ -270,6 +293,7 @@ def dry_run(
         rate_limit=rate_limit,
         prewarm_read_units=prewarm_read_units,
         prewarm_write_units=prewarm_write_units,
+        follow=follow,
         boto3_session=boto3_session,
     )
     digest = transform_digest(transform)
@@ -341,26 +365,28 @@ def dry_run(
             findings.append(_finding({}, "pitr_off", detail, table=table_name))
     sampled = max(len(items), 1)
     written = counts["changed"] + counts["deleted"]
+    planned = estimate(
+        item_count=facts.item_count,
+        average_item_bytes=read_bytes / sampled,
+        written_share=written / sampled,
+        average_written_bytes=written_bytes / max(counts["changed"], 1),
+        billing_mode=facts.billing_mode,
+        read_capacity=facts.read_capacity,
+        write_capacity=facts.write_capacity,
+        aws_segments=plan.total_segments if plan.engine == "aws" else choose_segments(facts, "aws")[0],
+        read_limit=plan.read_units_per_s,
+        write_limit=plan.write_units_per_s,
+        journal_entry_bytes=len(journal.encode(journaled)) / len(journaled) if journaled else 0.0,
+        transform_ms=spent * 1000 / sampled,
+        workers=plan.max_concurrency,
+    )
+    findings += _stream_findings(plan, planned)
     report = DryRun(
         table=table_name,
         transform=transform,
         counts=dict(counts),
         plan=plan,
-        estimate=estimate(
-            item_count=facts.item_count,
-            average_item_bytes=read_bytes / sampled,
-            written_share=written / sampled,
-            average_written_bytes=written_bytes / max(counts["changed"], 1),
-            billing_mode=facts.billing_mode,
-            read_capacity=facts.read_capacity,
-            write_capacity=facts.write_capacity,
-            aws_segments=plan.total_segments if plan.engine == "aws" else choose_segments(facts, "aws")[0],
-            read_limit=plan.read_units_per_s,
-            write_limit=plan.write_units_per_s,
-            journal_entry_bytes=len(journal.encode(journaled)) / len(journaled) if journaled else 0.0,
-            transform_ms=spent * 1000 / sampled,
-            workers=plan.max_concurrency,
-        ),
+        estimate=planned,
         items_read=stats["items_read"],
         changes=changes,
         findings=findings,

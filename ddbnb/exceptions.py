@@ -412,6 +412,48 @@ class PlanChangedError(DdbnbError):
         )
 
 
+class StreamRequiredError(DdbnbError):
+    """Following needs the source table's stream (on before the run, with the images it needs)."""
+
+    def __init__(self, table_name: str, problem: str, fix: str) -> None:
+        super().__init__(
+            f"{table_name!r} cannot be followed: {problem}. {fix}",
+            table_name=table_name,
+            problem=problem,
+            fix=fix,
+        )
+
+
+class StreamTrimmedError(DdbnbError):
+    """Stream records the follower still needed are gone (DynamoDB keeps them 24 hours)."""
+
+    def __init__(self, run_dir: str, shard_id: str, since: str) -> None:
+        super().__init__(
+            f"The stream records of shard {shard_id} since {since} are gone (DynamoDB keeps records 24 hours), so "
+            f"changes the application made since then cannot be replayed from the stream. Nothing was skipped in "
+            f"silence: the follower stopped here. Recover: {command('verify', run_dir)} to list every item that "
+            "differs, then copy those items again (or start a new run of this plan into a fresh run folder), and "
+            "follow that run within 24 hours of its end.",
+            run_dir=run_dir,
+            shard_id=shard_id,
+            since=since,
+        )
+
+
+class RunNotFinishedError(DdbnbError):
+    """An operation that needs a finished run (follow, verify) was given a run still under way or stopped."""
+
+    def __init__(self, run_dir: str, status: str, operation: str) -> None:
+        super().__init__(
+            f"The run in {run_dir} is {status or 'not started'}; {operation} needs it finished first. "
+            f"Finish it ({command('resume', run_dir)}), then {operation}: the stream position it recorded "
+            "before its first read keeps every change since for the follower.",
+            run_dir=run_dir,
+            status=status,
+            operation=operation,
+        )
+
+
 class SandboxError(DdbnbError):
     """The embedded sandbox (DynamoDB Local + moto server) cannot run."""
 

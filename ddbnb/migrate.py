@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from ddbnb.awsrun import run_aws
 from ddbnb.engines import checkpoints
 from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args, systemic
 from ddbnb.engines.resultwriter import ChildOutcome, write_results
 from ddbnb.exceptions import DdbnbError, PlanChangedError, RunStoppedError, command, option
+from ddbnb.follow import stream_position
 from ddbnb.gate import check_dry_run, preflight
 from ddbnb.insight.results import summarize
 from ddbnb.plan import Plan, page_size_for, plan_migration
@@ -115,6 +117,7 @@ def _migrate(
     unfinished = _unfinished(plan, folder, previous)
     if not unfinished and plan.engine == "local":
         _set_aside(folder)
+    _record_stream_position(folder, plan, going_on=previous.get("status") in UNFINISHED, boto3_session=boto3_session)
     location = JOURNAL if plan.journal and plan.engine == "local" else ""
     if plan.engine == "aws":  # the execution this folder started (attached to, or refused if it left a journal)
         location = str(folder.plan().get("journal_to") or "")
@@ -197,6 +200,25 @@ def _check_same_plan(plan: Plan, folder: RunFolder, previous: dict[str, Any], dr
         print("the transform's code changed since this run started; the dry run in this folder previewed it: going on")
         return
     raise PlanChangedError(str(folder), differences, unfinished=previous.get("status") in UNFINISHED)
+
+
+def _record_stream_position(folder: RunFolder, plan: Plan, going_on: bool, boto3_session: boto3.Session | None) -> None:
+    """Record where the source table's stream is, before the run's first read, so that ``follow`` can
+    replay every change made since. A run that goes on keeps the position its start recorded; one
+    recorded only now, after reads, is marked ``late`` (follow then asks for a verify)."""
+    if going_on and folder.stream_position():
+        return
+    try:
+        position = stream_position(plan.table, boto3_session)
+    except ClientError as exc:  # a role that may not DescribeStream: the run goes on, unfollowable
+        error = exc.response.get("Error", {})
+        print(
+            f"the stream's position was not recorded ({error.get('Code')}: {error.get('Message')}): "
+            "ddbnb.follow cannot follow this run; verify can still compare it"
+        )
+        return
+    if position:
+        folder.record_stream_position({**position, "late": going_on})
 
 
 def _set_aside(folder: RunFolder) -> None:

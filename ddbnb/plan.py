@@ -10,12 +10,13 @@ from typing import Any
 import boto3
 
 from ddbnb.control.deploy import AWS_CONCURRENCY, stack_outputs
-from ddbnb.exceptions import InvalidParameterError
+from ddbnb.exceptions import InvalidParameterError, StreamRequiredError
 from ddbnb.progress import count_of
 from ddbnb.worker import params
 from ddbnb.worker.budgets import capacity_limits
 from ddbnb.worker.clients import clear_errors
 from ddbnb.worker.items import write_units
+from ddbnb.worker.streams import Stream, stream_problems
 from ddbnb.worker.tables import TableFacts, describe_table
 from ddbnb.worker.transforms import load_transform, transform_digest
 
@@ -284,6 +285,7 @@ def plan_migration(
     prewarm_read_units: int = 0,
     prewarm_write_units: int = 0,
     journal: bool = True,
+    follow: bool = False,
     boto3_session: boto3.Session | None = None,
 ) -> Plan:
     """Validate the parameters and plan a migration of ``table_name``.
@@ -307,7 +309,12 @@ def plan_migration(
     table's warm throughput cannot be lowered again (the plan says so). The
     budgets count the raised capacity. ``journal`` (on by default) saves each
     item's before-image before its page is written, so ``ddbnb.rollback`` can
-    undo the run; ``False`` saves the time and storage it costs. Nothing is written.
+    undo the run; ``False`` saves the time and storage it costs. ``follow=True``
+    says the run will be followed until cutover (``ddbnb.follow``): the source
+    must have a stream on (and, for a copy, one that carries old images), or
+    StreamRequiredError names the call that turns one on. Whenever the source
+    has a stream, every run records its position before the first read, so any
+    run can be followed later. Nothing is written.
     """
     params.check_table_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)
@@ -318,6 +325,7 @@ def plan_migration(
     params.check_int("prewarm_read_units", prewarm_read_units, 0)
     params.check_int("prewarm_write_units", prewarm_write_units, 0)
     params.check_bool("journal", journal)
+    params.check_bool("follow", follow)
     if (prewarm_read_units or prewarm_write_units) and engine != "aws":
         raise InvalidParameterError(
             "prewarm_write_units" if prewarm_write_units else "prewarm_read_units",
@@ -339,6 +347,10 @@ def plan_migration(
         if destination_table_name
         else None
     )
+    stream = Stream(facts.name, facts.stream_arn, facts.stream_view_type)
+    problem = stream_problems(facts.name, stream, copy=destination is not None)
+    if follow and problem:
+        raise StreamRequiredError(facts.name, *problem)
     if version_attribute in facts.key_names:
         raise InvalidParameterError("version_attribute", version_attribute, "an attribute that is not part of the key")
     reserved = 0
@@ -369,6 +381,12 @@ def plan_migration(
         raised_source, raised_target, share, float(max_read_units), float(max_write_units)
     )
     reasons += limits_why
+    if not problem:
+        reasons.append(
+            f"stream {facts.stream_view_type}: its position is recorded before the first read, so "
+            "ddbnb.follow(run_dir) can replay every change made during and after the run; DynamoDB keeps "
+            "records 24 hours from the run's start, so the run and the first follow must end within a day"
+        )
     return Plan(
         table=facts,
         transform=transform,

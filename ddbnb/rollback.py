@@ -21,7 +21,7 @@ from ddbnb.awsrun import execution_name
 from ddbnb.control.deploy import stack_outputs, table_differences
 from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.local import run_local, session_args
-from ddbnb.engines.resultwriter import write_results
+from ddbnb.engines.resultwriter import ChildOutcome, write_results
 from ddbnb.exceptions import DdbnbError, InvalidParameterError, StaleStackError
 from ddbnb.insight.results import summarize
 from ddbnb.plan import choose_concurrency, units_text
@@ -31,6 +31,7 @@ from ddbnb.worker import journal, params
 from ddbnb.worker import rollback as worker
 from ddbnb.worker.budgets import capacity_limits
 from ddbnb.worker.clients import clear_errors
+from ddbnb.worker.follower import SEGMENT as FOLLOWER_SEGMENT
 from ddbnb.worker.tables import describe_table
 
 
@@ -101,7 +102,7 @@ def rollback(
                 "table": table,
                 "transform": "",
                 "segment": segment,
-                "total_segments": int(recorded.get("total_segments") or segment + 1),
+                "total_segments": max(int(recorded.get("total_segments") or 0), segment + 1),
                 "write_mode": write_mode,
                 "rate_limit": rate / concurrency if rate else 0,
                 "read_units_per_s": read_budget / share_of,
@@ -111,6 +112,14 @@ def rollback(
             }
             for segment in segments
         ]
+        followed = [event for event in events if event["segment"] == FOLLOWER_SEGMENT]
+        if followed and engine == "aws":
+            raise InvalidParameterError(
+                "engine",
+                engine,
+                "'local': this run was followed, and the follower's writes are undone first, on this machine, "
+                "before the run's own (newest first)",
+            )
         if engine == "aws":
             for event in events:  # each invocation paces to the capacity as it is then
                 event["limits"] = dict(zip(("share", "max_read_units", "max_write_units"), limits, strict=True))
@@ -127,13 +136,17 @@ def rollback(
         if events and engine == "aws":
             extra = _run_aws(events, recorded, stack_name, out, concurrency, progress, boto3_session)
         elif events:
-            outcomes = run_local(
-                events,
-                max_concurrency=concurrency,
-                session_args=session_args(boto3_session),
-                progress=progress,
-                total_segments=len(events),
-            )
+            outcomes: list[ChildOutcome] = []
+            # The follower wrote after the run: its writes are undone first, so that each key goes back newest first.
+            for wave in (followed, [event for event in events if event not in followed]):
+                if wave and all(outcome.status == "SUCCEEDED" for outcome in outcomes):
+                    outcomes += run_local(
+                        wave,
+                        max_concurrency=concurrency,
+                        session_args=session_args(boto3_session),
+                        progress=progress,
+                        total_segments=len(wave),
+                    )
             write_results(out, outcomes, run_name=out.name, engine="local")
         else:
             write_results(out, [], run_name=out.name, engine=engine)

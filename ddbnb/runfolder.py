@@ -9,6 +9,9 @@ A run folder holds one plan and everything that happened under it::
     checkpoints/      each local segment's cursor and totals after every page
     failures/         every failed item: key (plain and wire format) and reason
     journal/          the before-images (local engine; on AWS in the results bucket)
+    stream.json       the source stream's position, taken before the run's first read (when it has one)
+    follow/           the follower's position per shard (state.json), summary.json and failures/
+    verify.json       the last verify: missing, extra and different keys
     manifest.json, SUCCEEDED_0.json, FAILED_0.json   the ResultWriter layout
     attempts/         each attempt's executed notebook and summary, never overwritten
     retry-<stamp>/, rollback-<stamp>/   later operations, each in the same layout
@@ -43,8 +46,11 @@ MISSING = "missing"
 CONFLICTS = "conflicts"
 JOURNAL = journal.FOLDER
 ATTEMPTS = "attempts"
+STREAM = "stream.json"
+FOLLOW = "follow"
+VERIFY = "verify.json"
 #: What summary.json keeps across attempts: the folder's history.
-HISTORY = ("attempts", "retries", "rollbacks")
+HISTORY = ("attempts", "retries", "rollbacks", "follows", "verifies")
 #: Statuses of a local run that did not finish: running it again goes on from its checkpoints.
 UNFINISHED = ("RUNNING", "INTERRUPTED", "STOPPED")
 #: What the recorded plan must match for a run to go on in the folder: what is written, and how fast.
@@ -130,6 +136,34 @@ class RunFolder:
                 continue
             lines.append(f"{name}: {then!r} when the run started, {now!r} now")
         return lines
+
+    def stream_position(self) -> dict[str, Any]:
+        """The source stream's position recorded before the run's first read (empty: the table had no stream)."""
+        return _read_json(self.path / STREAM)
+
+    def record_stream_position(self, position: Mapping[str, Any]) -> None:
+        """Record where the source stream was before the run's first read."""
+        _write_json(self.path / STREAM, position)
+
+    def follow_state(self) -> dict[str, Any]:
+        """The follower's position per shard (empty before the first follow)."""
+        return _read_json(self.path / FOLLOW / "state.json")
+
+    def save_follow_state(self, state: Mapping[str, Any]) -> None:
+        """Record the follower's position (whole or not at all), after each applied batch."""
+        _write_json(self.path / FOLLOW / "state.json", state)
+
+    def save_follow_summary(self, summary: Mapping[str, Any]) -> None:
+        """Record how the last follow ended."""
+        _write_json(self.path / FOLLOW / SUMMARY, summary)
+
+    def follow_summary(self) -> dict[str, Any]:
+        """How the last follow ended (empty before the first)."""
+        return _read_json(self.path / FOLLOW / SUMMARY)
+
+    def record_verify(self, report: Mapping[str, Any]) -> None:
+        """Record the last verify's report."""
+        _write_json(self.path / VERIFY, report)
 
     def dry_run(self) -> dict[str, Any]:
         """What dry_run.json (02's report) says (empty when there is none)."""
@@ -224,7 +258,7 @@ class RunFolder:
         return whole
 
     def add_history(self, kind: str, entry: Mapping[str, Any], status: str | None = None) -> None:
-        """Add a retry's or a rollback's outcome to summary.json (``kind``: "retries" or "rollbacks")."""
+        """Add an operation's outcome to summary.json (``kind``: "retries", "rollbacks", "follows" or "verifies")."""
         summary = self.summary()
         summary[kind] = [*summary.get(kind, []), dict(entry)]
         if status is not None:

@@ -89,6 +89,18 @@ def _history(summary: dict[str, Any]) -> list[str]:
             f"{undo.get('unchanged', 0):,}, conflicts {undo.get('conflicts', 0):,}, failed {undo.get('failed', 0):,}: "
             f"{undo.get('status')}"
         )
+    for follow in summary.get("follows", []):
+        lines.append(
+            f"follow {follow.get('finished_at')}: {follow.get('records', 0):,} stream records, written "
+            f"{follow.get('written', 0):,}, deleted {follow.get('deleted', 0):,}, failed {follow.get('failed', 0):,}, "
+            f"lag {follow.get('lag_s', 0):.1f} s: {follow.get('status')}"
+        )
+    for check in summary.get("verifies", []):
+        kinds = ("missing", "extra", "different", "not_migrated", "failing")
+        found = ", ".join(f"{name.replace('_', ' ')} {check.get(name, 0):,}" for name in kinds)
+        sampled = " (a sample)" if check.get("sample") else ""
+        verdict = "MATCHES" if check.get("matches") else "DIFFERS"
+        lines.append(f"verify {check.get('at')}: {check.get('checked', 0):,} item(s){sampled}, {found}: {verdict}")
     return lines
 
 

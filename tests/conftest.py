@@ -41,11 +41,17 @@ def dynamodb(sandbox: Sandbox) -> Any:
 
 
 def create_table(
-    dynamodb: Any, keys: tuple[str, ...] = ("pk", "sk"), *, key_type: str = "S", throughput: int = 0
+    dynamodb: Any,
+    keys: tuple[str, ...] = ("pk", "sk"),
+    *,
+    key_type: str = "S",
+    throughput: int = 0,
+    stream: str = "",
 ) -> str:
     """Create an empty table keyed by ``keys`` of ``key_type``; return its unique name.
 
-    On demand, or provisioned with ``throughput`` write units (and 10x as many read units).
+    On demand, or provisioned with ``throughput`` write units (and 10x as many read units); with a
+    stream of view type ``stream`` when given.
     """
     name = f"t{next(_names)}-{id(dynamodb) % 10_000}"
     roles = ("HASH", "RANGE")
@@ -57,6 +63,7 @@ def create_table(
         KeySchema=[{"AttributeName": k, "KeyType": r} for k, r in zip(keys, roles[: len(keys)], strict=True)],
         AttributeDefinitions=[{"AttributeName": k, "AttributeType": key_type} for k in keys],
         **billing,
+        **({"StreamSpecification": {"StreamEnabled": True, "StreamViewType": stream}} if stream else {}),
     )
     return name
 

@@ -214,6 +214,8 @@ class Sandbox:
         return {
             "AWS_ENDPOINT_URL": self.moto.url,
             "AWS_ENDPOINT_URL_DYNAMODB": (self.proxy or self.dynamodb).url,
+            # DynamoDB Local serves Streams itself (the capacity emulation has no stream to meter).
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": self.dynamodb.url,
             "AWS_ACCESS_KEY_ID": "sandbox",
             "AWS_SECRET_ACCESS_KEY": "sandbox",
             "AWS_REGION": REGION,

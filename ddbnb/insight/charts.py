@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddbnb.exceptions import DdbnbError
 from ddbnb.insight.results import page_timeline, slowest_first
 from ddbnb.progress import count_of
 from ddbnb.runfolder import RunFolder
@@ -234,3 +235,23 @@ def _write_limit(run_dir: str | Path | None) -> float:
         return 0.0
     limits = RunFolder(run_dir).summary().get("limits") or {}
     return float(limits.get("write_units_per_s") or 0)
+
+
+def plot_follow_lag(run_dir: str | Path) -> Figure:
+    """How far behind the source the last follow of ``run_dir`` was, second by second (0: caught up)."""
+    import matplotlib.pyplot as plt
+
+    summary = RunFolder(run_dir).follow_summary()
+    if not summary:
+        raise DdbnbError(f"{run_dir} holds no follow yet: call ddbnb.follow({str(run_dir)!r}) first.")
+    samples = summary.get("lag") or [[0.0, 0.0]]
+    start = samples[0][0]
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot([t - start for t, _ in samples], [lag for _, lag in samples], color="tab:blue", drawstyle="steps-post")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set(
+        xlabel="seconds into the follow",
+        ylabel="lag (s)",
+        title=run_title(run_dir, f"Follow lag: {summary['status']}, {summary['records']:,} records"),
+    )
+    return _save(fig, run_dir, "follow_lag.png")

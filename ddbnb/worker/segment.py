@@ -144,7 +144,7 @@ def add_to_timeline(timeline: list[list[float]], began: float, ended: float, cou
         timeline[:] = merged
 
 
-class _Segment:
+class SegmentWork:
     """State for one invocation over one segment."""
 
     def __init__(
@@ -305,7 +305,7 @@ def process_segment(
     ``read_units_per_s`` and ``write_units_per_s``.
     """
     validate_event(event)
-    work = _Segment(event, boto3_session, limits)
+    work = SegmentWork(event, boto3_session, limits)
     work.on_page = on_page
     cursor = event.get("cursor") or None
     slowest = 0.0
@@ -377,29 +377,41 @@ def process_keys(
     like a segment's.
     """
     validate_event(event)
-    work = _Segment(event, boto3_session)
+    work = SegmentWork(event, boto3_session)
     missing = FailureLog(work.result, event.get("missing_to"), boto3_session, counter="missing", listed="missing_keys")
-    left = list(keys)
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        for attempt in range(MAX_STALLS):
-            items, gone, stalled = _read_keys(work, left)
-            missing.add([missing.entry(key, "missing: no item has this key any more (deleted since?)") for key in gone])
-            left = [key for key in left if key not in gone]
-            began = time.time()
-            tally = work.writer.write_page(items, pool) if not stalled else None
-            if tally is not None:
-                work.count(tally, len(items), began)
-                if not tally.stalled:
-                    break
-            if attempt + 1 == MAX_STALLS:
-                raise ThrottledError(int(event["segment"]), MAX_STALLS, None)
+        gone = rewrite_keys(work, keys, pool)
+    missing.add([missing.entry(key, "missing: no item has this key any more (deleted since?)") for key in gone])
     work.failures.flush()
     missing.flush()
     work.result["finished_at"] = now()
     return work.result
 
 
-def _read_keys(work: _Segment, keys: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+def rewrite_keys(work: SegmentWork, keys: list[dict[str, Any]], pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
+    """Read the items with ``keys`` again (consistent), transform and write them, counting into
+    ``work.result``; return the keys that have no item. Throttled reads or writes are tried again
+    (:data:`MAX_STALLS` times, then ThrottledError)."""
+    left = list(keys)
+    gone: list[dict[str, Any]] = []
+    for attempt in range(MAX_STALLS):
+        items, missing, stalled = _read_keys(work, left)
+        gone.extend(missing)
+        left = [key for key in left if key not in missing]
+        began = time.time()
+        tally = work.writer.write_page(items, pool) if not stalled else None
+        if tally is not None:
+            work.count(tally, len(items), began)
+            if not tally.stalled:
+                return gone
+        if attempt + 1 == MAX_STALLS:
+            raise ThrottledError(int(work.event["segment"]), MAX_STALLS, None)
+    return gone
+
+
+def _read_keys(
+    work: SegmentWork, keys: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
     """The items with ``keys`` as they are now, the keys that have none, and whether the reads stalled."""
     names = work.writer.keys
     read = read_items(work.dynamodb, work.table, keys, names, work.limits.read, work.read_backoff)

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from ddbnb.exceptions import TableNotFoundError
 from ddbnb.worker import params
 from ddbnb.worker.clients import QUICK_CONFIG, clear_errors, client, describe_where
+from ddbnb.worker.streams import stream_of
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class TableFacts:
     max_write_units: int = 0
     warm_read_units: int = 0  # on demand: WarmThroughput (0: not reported)
     warm_write_units: int = 0
+    stream_arn: str = ""  # the table's stream, when it has one on
+    stream_view_type: str = ""  # what its records carry: KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES
 
     @property
     def key_schema(self) -> dict[str, str]:
@@ -91,6 +94,7 @@ def table_facts(dynamodb: Any, table_name: str, parameter: str = "table_name") -
     throughput = table.get("ProvisionedThroughput", {})
     types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
     cap, warm = table.get("OnDemandThroughput", {}), table.get("WarmThroughput", {})
+    stream = stream_of(table)
     return TableFacts(
         name=table_name,
         item_count=int(table.get("ItemCount", 0)),
@@ -104,4 +108,6 @@ def table_facts(dynamodb: Any, table_name: str, parameter: str = "table_name") -
         max_write_units=max(0, int(cap.get("MaxWriteRequestUnits", 0))),
         warm_read_units=int(warm.get("ReadUnitsPerSecond", 0)),
         warm_write_units=int(warm.get("WriteUnitsPerSecond", 0)),
+        stream_arn=stream.arn,
+        stream_view_type=stream.view_type,
     )

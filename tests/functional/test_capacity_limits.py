@@ -57,7 +57,7 @@ def test_a_systemic_error_stops_every_segment_at_once(make_table, dynamodb, tmp_
 
 def test_an_aws_invocation_paces_to_the_capacity_the_table_has_when_it_starts(dynamodb):
     """A redrive runs after pre-warm was put back: its budgets come from the capacity as it is then."""
-    from ddbnb.worker.segment import _Segment
+    from ddbnb.worker.segment import SegmentWork
 
     table = create_table(dynamodb, throughput=100)  # provisioned: 1,000 read and 100 write units
     event = {
@@ -71,10 +71,10 @@ def test_an_aws_invocation_paces_to_the_capacity_the_table_has_when_it_starts(dy
         "write_units_per_s": 50.0,
         "limits": {"share": 0.5, "max_read_units": 0, "max_write_units": 0, "divide": 2},
     }
-    raised = _Segment(event, None)
+    raised = SegmentWork(event, None)
     assert (raised.limits.read.rate, raised.limits.write.rate) == (250, 25)
     dynamodb.update_table(TableName=table, ProvisionedThroughput={"ReadCapacityUnits": 200, "WriteCapacityUnits": 20})
-    restored = _Segment(event, None)  # the next invocation, after the restore
+    restored = SegmentWork(event, None)  # the next invocation, after the restore
     assert (restored.limits.read.rate, restored.limits.write.rate) == (50, 5)
-    capped = _Segment({**event, "limits": {**event["limits"], "max_write_units": 8}}, None)
+    capped = SegmentWork({**event, "limits": {**event["limits"], "max_write_units": 8}}, None)
     assert capped.limits.write.rate == 4  # an absolute cap wins, split between the two workers

@@ -67,7 +67,7 @@ def test_a_destination_whose_key_the_transform_does_not_produce_is_refused_first
         ddbnb.migrate(plan, execute=True, progress=False, require_dry_run=False)
     assert dynamodb.scan(TableName=destination, Select="COUNT")["Count"] == 0
     report = ddbnb.dry_run(source, spec(transform), 10, destination_table_name=destination)
-    assert {f["rule"] for f in report.findings} == {"missing_key"} and not report.safe
+    assert {f["rule"] for f in report.findings} == {"missing_key", "stream_off"} and not report.safe
 
 
 def test_every_failed_key_is_kept_and_retry_failed_writes_exactly_those(make_table, dynamodb, tmp_path):

@@ -27,7 +27,8 @@ def test_each_rule_is_found_with_the_item_key_and_the_fix(make_table, dynamodb, 
     report = ddbnb.dry_run(table, spec("break_rules"), 50, run_dir=tmp_path)
     assert scan_all(dynamodb, table) == before  # nothing written
     found = {f["rule"]: f for f in report.findings}
-    assert set(found) == {*RULES.values(), "deletes_without_version"}  # the delete: a hint, not an item's fault
+    # the delete: a hint, not an item's fault; no stream: nothing written meanwhile could be replayed
+    assert set(found) == {*RULES.values(), "deletes_without_version", "stream_off"}
     assert (
         found["deletes_without_version"]["key"] == {}
         and "version_attribute" in found["deletes_without_version"]["message"]
@@ -38,6 +39,7 @@ def test_each_rule_is_found_with_the_item_key_and_the_fix(make_table, dynamodb, 
         assert finding["message"]
     assert "destination_table_name" in found["key_changed"]["message"]
     assert "Decimal" in found["invalid_type"]["message"]
+    assert "StreamEnabled" in found["stream_off"]["message"] and found["stream_off"]["key"] == {}
     assert (
         "applies it twice" in found["not_idempotent"]["message"]
         and "allow_non_idempotent=True" in found["not_idempotent"]["message"]
@@ -46,7 +48,7 @@ def test_each_rule_is_found_with_the_item_key_and_the_fix(make_table, dynamodb, 
     assert not report.safe and report.verdict.startswith("NOT SAFE")
     saved = json.loads((tmp_path / "dry_run.json").read_text())
     assert {"findings", "plan", "estimate"} <= set(saved)
-    assert {f["rule"] for f in saved["findings"]} == {*RULES.values(), "deletes_without_version"}
+    assert {f["rule"] for f in saved["findings"]} == set(found)
 
 
 def test_a_clean_transform_is_safe_with_plan_and_estimate(make_table):
@@ -106,7 +108,8 @@ def test_point_in_time_recovery_off_is_a_finding_with_the_command_that_turns_it_
     )
     assert report.safe  # a warning, not a blocker
     status["value"] = "ENABLED"
-    assert not [f for f in ddbnb.dry_run(table, spec("set_flag"), 20, boto3_session=session).findings]
+    again = ddbnb.dry_run(table, spec("set_flag"), 20, boto3_session=session).findings
+    assert [f["rule"] for f in again] == ["stream_off"]  # the table has no stream: the other warning
 
 
 def test_the_estimate_times_the_transform_and_a_slow_one_sets_the_pace(make_table, tmp_path):
@@ -123,6 +126,6 @@ def test_the_estimate_times_the_transform_and_a_slow_one_sets_the_pace(make_tabl
 def test_a_transform_that_is_not_idempotent_is_not_safe_unless_allowed(make_table):
     table = make_table([simple_item(i, "clock") for i in range(10)])
     report = ddbnb.dry_run(table, spec("break_rules"), 10)
-    assert {f["rule"] for f in report.findings} == {"not_idempotent"} and not report.safe
+    assert {f["rule"] for f in report.findings} == {"not_idempotent", "stream_off"} and not report.safe
     allowed = ddbnb.dry_run(table, spec("break_rules"), 10, allow_non_idempotent=True)
     assert allowed.safe and allowed.verdict.startswith("Safe to run, with warnings: 10 not_idempotent")

@@ -14,7 +14,7 @@ import pytest
 
 import ddbnb
 from ddbnb.execute import execute
-from tests.conftest import scan_all, simple_item, spec
+from tests.conftest import create_table, put_items, scan_all, simple_item, spec
 
 
 def run(name: str, out_dir: Path, **parameters: Any) -> nbformat.NotebookNode:
@@ -319,3 +319,16 @@ def test_the_start_page_lists_the_tables_the_kernel_sees(make_table, tmp_path):
         assert (
             f"]({name}.ipynb)" in links and (Path(ddbnb.__file__).parents[1] / "notebooks" / f"{name}.ipynb").is_file()
         )
+
+
+def test_the_follow_notebook_catches_up_verifies_and_charts_the_lag(dynamodb, tmp_path):
+    table = create_table(dynamodb, stream="KEYS_ONLY")
+    put_items(dynamodb, table, [simple_item(i) for i in range(60)])
+    plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=2, follow=True)
+    ddbnb.migrate(plan, execute=True, run_dir=tmp_path, require_dry_run=False, progress=False)
+    put_items(dynamodb, table, [simple_item(i, "old") for i in range(40, 80)])  # after the scan: the old shape
+    followed = run("06_follow", tmp_path, run_dir=str(tmp_path))
+    assert "CAUGHT_UP" in text_of(followed) and "MATCHES: 80 item(s) checked" in text_of(followed)
+    assert {item.get("flag") for item in scan_all(dynamodb, table).values()} == {"v2"}
+    assert json.loads((tmp_path / "verify.json").read_text())["matches"] is True
+    assert (tmp_path / "follow_lag.png").stat().st_size > 5_000

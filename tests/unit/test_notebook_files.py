@@ -41,6 +41,7 @@ CONTRACT: dict[str, set[str]] = {
         "prewarm_read_units",
         "allow_non_idempotent",
         "fail_on_unsafe",
+        "follow",
     },
     "03_migrate": {
         "table_name",
@@ -66,6 +67,7 @@ CONTRACT: dict[str, set[str]] = {
         "tolerated_failure_percentage",
         "tolerated_failure_count",
         "journal",
+        "follow",
     },
     "04_results": {"run_dir"},
     "05_rollback": {
@@ -80,6 +82,7 @@ CONTRACT: dict[str, set[str]] = {
         "rate_limit",
         "stack_name",
     },
+    "06_follow": {"run_dir", "until", "for_s", "caught_up_s", "sample"},
 }
 
 
