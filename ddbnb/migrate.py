@@ -217,8 +217,8 @@ def _record_stream_position(folder: RunFolder, plan: Plan, going_on: bool, boto3
             "ddbnb.follow cannot follow this run; verify can still compare it"
         )
         return
-    if position:
-        folder.record_stream_position({**position, "late": going_on})
+    if position or not going_on:  # a new run of a table with no stream leaves no older run's position behind
+        folder.record_stream_position({**position, "late": going_on} if position else {})
 
 
 def _set_aside(folder: RunFolder) -> None:
