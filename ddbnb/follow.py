@@ -186,7 +186,7 @@ class _Follow:
     # -- the loop -------------------------------------------------------------------------------------------
     def loop(self, until: str, for_s: float, caught_up_s: float, progress: bool) -> dict[str, Any]:
         began = time.monotonic()
-        reported = 0.0
+        reported, said_caught_up = 0.0, False
         status = "STOPPED"
         try:
             while True:
@@ -195,9 +195,9 @@ class _Follow:
                 self.lag.append([time.time(), min(lag, RETENTION_S)])
                 del self.lag[:-MAX_LAG_SAMPLES]
                 caught_up = lag <= caught_up_s
-                if progress and (time.monotonic() - reported >= REPORT_S or caught_up):
-                    print(self.line(lag, caught_up), flush=True)
-                    reported = time.monotonic()
+                if progress and (time.monotonic() - reported >= REPORT_S or caught_up != said_caught_up):
+                    print(self.line(lag, caught_up), flush=True)  # every few seconds, and when it catches up
+                    reported, said_caught_up = time.monotonic(), caught_up
                 if until == "caught_up" and caught_up:
                     status = "CAUGHT_UP"
                     break
