@@ -270,7 +270,6 @@ class _Follow:
                 self.follower.apply(changes(fresh, self.key_names))
             self.records += len(records)
             saved["after"] = records[-1]["dynamodb"]["SequenceNumber"]
-        if records:
             self.newest = max(self.newest, created_at(records[-1]))
         if self.iterators[shard_id] is None:
             saved["done"] = True  # closed, and read to its end: its children may be read now

@@ -49,6 +49,8 @@ ATTEMPTS = "attempts"
 STREAM = "stream.json"
 FOLLOW = "follow"
 VERIFY = "verify.json"
+#: What a verify counts (and lists the keys of): each kind of difference between the target and its source.
+VERIFY_KINDS = ("missing", "extra", "different", "not_migrated", "failing")
 #: What summary.json keeps across attempts: the folder's history.
 HISTORY = ("attempts", "retries", "rollbacks", "follows", "verifies")
 #: Statuses of a local run that did not finish: running it again goes on from its checkpoints.

@@ -13,7 +13,7 @@ import boto3
 
 from ddbnb.engines.aws import map_counts
 from ddbnb.exceptions import DdbnbError, command
-from ddbnb.runfolder import ATTEMPTS, CHECKPOINTS, FAILURES, JOURNAL, UNFINISHED, RunFolder
+from ddbnb.runfolder import ATTEMPTS, CHECKPOINTS, FAILURES, JOURNAL, UNFINISHED, VERIFY_KINDS, RunFolder
 from ddbnb.worker import journal
 
 #: What a plan without limits paces to.
@@ -96,8 +96,7 @@ def _history(summary: dict[str, Any]) -> list[str]:
             f"lag {follow.get('lag_s', 0):.1f} s: {follow.get('status')}"
         )
     for check in summary.get("verifies", []):
-        kinds = ("missing", "extra", "different", "not_migrated", "failing")
-        found = ", ".join(f"{name.replace('_', ' ')} {check.get(name, 0):,}" for name in kinds)
+        found = ", ".join(f"{name.replace('_', ' ')} {check.get(name, 0):,}" for name in VERIFY_KINDS)
         sampled = " (a sample)" if check.get("sample") else ""
         verdict = "MATCHES" if check.get("matches") else "DIFFERS"
         lines.append(f"verify {check.get('at')}: {check.get('checked', 0):,} item(s){sampled}, {found}: {verdict}")

@@ -24,7 +24,7 @@ import boto3
 from ddbnb.exceptions import DdbnbError, command
 from ddbnb.insight.sample import sample_items
 from ddbnb.progress import progress_bar
-from ddbnb.runfolder import VERIFY, RunFolder, utc_now
+from ddbnb.runfolder import VERIFY, VERIFY_KINDS, RunFolder, utc_now
 from ddbnb.worker import params
 from ddbnb.worker.budgets import capacity_limits
 from ddbnb.worker.capacity import Bucket
@@ -87,12 +87,9 @@ def verify(
         check.destination(full=not sample, progress=progress)
     report = check.report(sample)
     folder.record_verify(report)
-    folder.add_history("verifies", {k: report[k] for k in ("at", "sample", "checked", "matches", *_KINDS)})
+    folder.add_history("verifies", {k: report[k] for k in ("at", "sample", "checked", "matches", *VERIFY_KINDS)})
     print(_said(report, str(folder)))
     return report
-
-
-_KINDS = ("missing", "extra", "different", "not_migrated", "failing")
 
 
 class _Check:
@@ -106,8 +103,8 @@ class _Check:
         self.source, self.target = source, target
         self.target_names = list(target.key_names) if target is not None else []
         self.checked = 0
-        self.found: dict[str, list[Any]] = {kind: [] for kind in _KINDS}
-        self.counts = dict.fromkeys(_KINDS, 0)
+        self.found: dict[str, list[Any]] = {kind: [] for kind in VERIFY_KINDS}
+        self.counts = dict.fromkeys(VERIFY_KINDS, 0)
         # destination key text: (fingerprint, source key, destination key)
         self.expected: dict[str, tuple[str, WireItem, WireItem]] = {}
 
@@ -228,7 +225,7 @@ def _said(report: dict[str, Any], run_dir: str) -> str:
     checked = f"{report['checked']:,} item(s)" + (" (a sample)" if report["sample"] else "")
     if report["matches"]:
         return f"MATCHES: {checked} checked; the target is the transform of the source. Verify: {run_dir}/{VERIFY}"
-    found = ", ".join(f"{report[kind]:,} {kind.replace('_', ' ')}" for kind in _KINDS if report[kind])
+    found = ", ".join(f"{report[kind]:,} {kind.replace('_', ' ')}" for kind in VERIFY_KINDS if report[kind])
     return (
         f"DIFFERS: {checked} checked; {found}. The keys are in {run_dir}/{VERIFY}. Follow until caught up "
         f"({command('follow', run_dir)}) and verify again; what still differs needs a look before cutover."

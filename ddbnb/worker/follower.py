@@ -22,6 +22,7 @@ Writes are journaled like the run's (journal segment :data:`SEGMENT`), so
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from ddbnb.exceptions import ThrottledError
 from ddbnb.worker.conditional import Guarded, UnwritableError, delete_write, insert_write, update_write
 from ddbnb.worker.evaluate import FAILED, PUT
 from ddbnb.worker.journal import entry, item_digest
-from ddbnb.worker.page import CONFLICT_ROUNDS, PageTally, _PageJournal
+from ddbnb.worker.page import CONFLICT_ROUNDS, PageTally, _PageJournal, count_outcome
 from ddbnb.worker.params import MAX_TOTAL_SEGMENTS
 from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.segment import WRITE_THREADS, SegmentWork, now, rewrite_keys
@@ -83,15 +84,9 @@ class Follower:
                 writes, sources = self._copy_writes(changes, tally)
                 journaled.record(writes)  # before they are sent
                 retry: list[Guarded] = []
+                source_key = functools.partial(_source_key, sources)
                 for outcome in writer.send_guarded(writes, self.pool):
-                    tally.write_units += outcome.write_units
-                    tally.throttled += outcome.throttled
-                    tally.written += sum(1 for write in outcome.done if write.kind != "delete")
-                    tally.deleted += sum(1 for write in outcome.done if write.kind == "delete")
-                    tally.failures.extend(
-                        (sources[id(w)].key, f"write_failed: {error}") for w, error in outcome.failures
-                    )
-                    journaled.drop([w for w, _ in outcome.failures if w.kind != "delete" or w.old is None])
+                    count_outcome(outcome, tally, journaled, source_key)
                     tally.conflicts += len(outcome.conflicts)
                     retry.extend(outcome.conflicts)
                     retry.extend(outcome.stalled)  # throttled throughout: decided again from a fresh read
@@ -183,6 +178,11 @@ class _Tally(PageTally):
     """A page's tally that also counts the items read."""
 
     scanned: int = 0
+
+
+def _source_key(sources: dict[int, Change], write: Guarded) -> WireItem:
+    """The key of the source item a follower's write comes from (its failures are logged under it)."""
+    return sources[id(write)].key
 
 
 def _digest(item: Mapping[str, Any]) -> str:

@@ -302,17 +302,8 @@ class PageWriter:
             journaled.record(writes)  # before this round's writes
             conflicts: list[Guarded] = []
             for outcome in self.send_guarded(writes, pool):
-                tally.write_units += outcome.write_units
-                tally.throttled += outcome.throttled
+                count_outcome(outcome, tally, journaled, lambda write: _key(write.raw, self.keys))
                 tally.stalled = tally.stalled or bool(outcome.stalled)
-                for write in outcome.done:
-                    if write.kind == "delete":
-                        tally.deleted += 1
-                    else:
-                        tally.written += 1
-                for write, error in outcome.failures:
-                    tally.failures.append((_key(write.raw, self.keys), f"write_failed: {error}"))
-                journaled.drop([w for w, _ in outcome.failures if w.kind != "delete" or w.old is None])
                 conflicts.extend(outcome.conflicts)
             journaled.drop(conflicts)  # refused: never written (unless sent twice: then it stays)
             if tally.stalled:
@@ -357,6 +348,19 @@ class PageWriter:
         if fresh is None:
             return None  # deleted meanwhile: it stays deleted
         return self.guarded(fresh, tally)
+
+
+def count_outcome(
+    outcome: GuardedOutcome, tally: PageTally, journaled: _PageJournal, key_of: Callable[[Guarded], WireItem]
+) -> None:
+    """Add one call's conditional writes to ``tally`` (refused ones as failures under ``key_of(write)``),
+    and forget the refused ones' journal entries (a delete that says what it deleted keeps its entry)."""
+    tally.write_units += outcome.write_units
+    tally.throttled += outcome.throttled
+    tally.deleted += sum(1 for write in outcome.done if write.kind == "delete")
+    tally.written += sum(1 for write in outcome.done if write.kind != "delete")
+    tally.failures.extend((key_of(write), f"write_failed: {error}") for write, error in outcome.failures)
+    journaled.drop([w for w, _ in outcome.failures if w.kind != "delete" or w.old is None])
 
 
 class _PageJournal:
