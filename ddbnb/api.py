@@ -5,7 +5,7 @@ from ddbnb.control.deploy import delete_stack, deploy_stack, stack_outputs
 from ddbnb.dryrun import DryRun, dry_run
 from ddbnb.emulation.demo import seed_demo_table
 from ddbnb.emulation.servers import sandbox
-from ddbnb.follow import follow
+from ddbnb.follow import follow, stop_following
 from ddbnb.insight.charts import (
     plot_durations,
     plot_follow_lag,
@@ -52,5 +52,6 @@ __all__ = [
     "seed_demo_table",
     "slowest_segments",
     "stack_outputs",
+    "stop_following",
     "verify",
 ]

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         default=AWS_CONCURRENCY,
         help="workers reserved for the run, and its ceiling (0: none)",
     )
+    deploy.add_argument(
+        "--follow", action="store_true", help="give the stack a follower on the table's stream (`ddbnb follow`)"
+    )
     deploy.add_argument("--run-dir", default="", help="where the executed notebook goes (default runs/deploy-...)")
 
     dry = commands.add_parser(
@@ -171,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     follow.add_argument("--for-s", type=float, default=0.0, help="stop after this many seconds (0: no bound)")
     follow.add_argument("--caught-up-s", type=float, default=2.0, help="the lag, in seconds, that counts as caught up")
+    follow.add_argument(
+        "--engine", choices=["local", "aws"], default=None, help="who writes: this process, or the stack's follower"
+    )
+    follow.add_argument("--stop", action="store_true", help="stop the run's aws follower (the end of the cutover)")
     check = commands.add_parser(
         "verify", help="compare the run's target with the transform of its source now: missing, extra, different"
     )
@@ -306,6 +313,7 @@ def _deploy(args: argparse.Namespace) -> None:
         "destination_table_name": args.destination,
         "lambda_memory_mb": args.lambda_memory_mb,
         "reserved_concurrency": args.reserved_concurrency,
+        "follow": args.follow,
     }
     _notebook("01_deploy", out, parameters, args)
 
@@ -410,9 +418,12 @@ def _retry(args: argparse.Namespace) -> None:
 
 
 def _follow(args: argparse.Namespace) -> None:
-    from ddbnb.follow import follow
+    from ddbnb.follow import follow, stop_following
 
-    follow(args.run_dir, until=args.until, for_s=args.for_s, caught_up_s=args.caught_up_s)
+    if args.stop:
+        stop_following(args.run_dir)
+        return
+    follow(args.run_dir, until=args.until, for_s=args.for_s, caught_up_s=args.caught_up_s, engine=args.engine)
 
 
 def _verify(args: argparse.Namespace) -> None:

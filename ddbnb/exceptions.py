@@ -424,6 +424,32 @@ class StreamRequiredError(DdbnbError):
         )
 
 
+class StackNotFollowingError(DdbnbError):
+    """An aws-engine run is followed on its stack, and the stack was deployed without a follower."""
+
+    def __init__(self, stack_name: str, table_name: str) -> None:
+        super().__init__(
+            f"Stack {stack_name!r} has no follower: it was deployed without the stream of "
+            f"{table_name or 'its table'!r}. "
+            "Deploy it again with follow=True (01_deploy's `follow`, or `ddbnb deploy --follow`), then follow; or "
+            "follow from this machine with engine='local'.",
+            stack_name=stack_name,
+            table_name=table_name,
+        )
+
+
+class FollowSettingsError(DdbnbError):
+    """The follower Lambda has no settings, or settings for another table: ``ddbnb follow`` writes them."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(
+            f"The follower's settings at {location or '(no location)'} {reason}. Run `ddbnb follow RUN_DIR` on the "
+            "run to follow: it writes them before it enables the stream's mapping.",
+            location=location,
+            reason=reason,
+        )
+
+
 class StreamTrimmedError(DdbnbError):
     """Stream records the follower still needed are gone (DynamoDB keeps them 24 hours)."""
 

@@ -23,6 +23,7 @@ from ddbnb.engines.aws import fetch_failures, fetch_results, start_run, wait_run
 from ddbnb.engines.local import run_local, session_args
 from ddbnb.engines.resultwriter import ChildOutcome, write_results
 from ddbnb.exceptions import DdbnbError, InvalidParameterError, StaleStackError
+from ddbnb.follow import ensure_not_following
 from ddbnb.insight.results import summarize
 from ddbnb.plan import choose_concurrency, units_text
 from ddbnb.progress import count_of
@@ -81,6 +82,8 @@ def rollback(
     recorded = folder.plan()
     if not recorded:
         raise DdbnbError(f"{folder} holds no migration (plan.json is missing). Pass the run_dir 03 used.")
+    if execute:
+        ensure_not_following(folder, boto3_session)  # it would transform again what the rollback puts back
     with folder.lock("rollback"):
         source = folder.journal_for_rollback(boto3_session)
         if engine == "aws" and not source.startswith("s3://"):

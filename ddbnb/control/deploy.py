@@ -9,11 +9,13 @@ from typing import Any
 import boto3
 
 from ddbnb.control.package import build_lambda_package, check_package_imports
-from ddbnb.exceptions import DeployError, StackFailedError, StackNotFoundError
+from ddbnb.exceptions import DeployError, StackFailedError, StackNotFoundError, StreamRequiredError
 from ddbnb.paths import TEMPLATE
 from ddbnb.progress import progress_bar
 from ddbnb.worker import params
 from ddbnb.worker.clients import clear_errors, client
+from ddbnb.worker.streams import Stream, stream_problems
+from ddbnb.worker.tables import table_facts
 
 #: How often the stack is polled while it changes.
 POLL_S = 2.0
@@ -26,7 +28,13 @@ _FROM_RESOURCES = {
     "StateMachine": "StateMachineArn",
     "ResultsBucket": "ResultsBucketName",
     "WorkerFunction": "WorkerFunctionName",
+    "FollowerMapping": "FollowerMappingId",
+    "FollowerFailureQueue": "FollowerFailureQueueUrl",
 }
+#: The comment lines around the template's follower resources and outputs.
+FOLLOWER_BLOCK = ("# >>> follower", "# <<< follower")
+#: Parameters a stack's outputs carry too (an empty SourceStreamArn: the stack has no follower).
+_FROM_PARAMETERS = ("SourceTableName", "DestinationTableName", "CodeKey", "ReservedConcurrency", "SourceStreamArn")
 
 
 def _artifact_bucket(s3: Any, sts: Any, region: str) -> str:
@@ -159,7 +167,7 @@ def stack_outputs(stack_name: str, boto3_session: boto3.Session | None = None) -
             if key and key not in outputs and resource.get("PhysicalResourceId"):
                 outputs[key] = resource["PhysicalResourceId"]
     for parameter in stack.get("Parameters", []):
-        if parameter["ParameterKey"] in ("SourceTableName", "DestinationTableName", "CodeKey", "ReservedConcurrency"):
+        if parameter["ParameterKey"] in _FROM_PARAMETERS:
             outputs.setdefault(parameter["ParameterKey"], parameter["ParameterValue"])
     return outputs
 
@@ -205,6 +213,7 @@ def deploy_stack(
     lambda_memory_mb: int = 1024,
     lambda_timeout_s: int = 900,
     reserved_concurrency: int = AWS_CONCURRENCY,
+    follow: bool = False,
     replace_failed: bool = False,
     stack_parameters: dict[str, str] | None = None,
     template: str | Path = TEMPLATE,
@@ -221,22 +230,29 @@ def deploy_stack(
     ``reserved_concurrency`` reserves that many concurrent workers for the
     migration and caps it there (0: none), so a run cannot take the account's
     whole Lambda concurrency; a plan on this stack runs at most that many at once.
+    ``follow=True`` gives the stack a follower for ``ddbnb follow``: a Lambda on
+    the same code with an event source mapping on the table's stream, created
+    disabled (StreamRequiredError when the table has no stream, or a copy's
+    stream lacks old images).
     A stack left in a state it cannot be updated from (ROLLBACK_COMPLETE after a
     first deploy failed, say) raises StackFailedError, or is deleted and created
     again with ``replace_failed=True``. ``stack_parameters`` passes the
     template's optional parameters (``SubnetIds``, ``SecurityGroupIds``,
     ``LogKmsKeyArn``, ``AccessLogBucketName``, ``LogRetentionDays``,
-    ``ResultsRetentionDays``) as strings.
+    ``ResultsRetentionDays``, ``QueueKmsKeyArn``, ``FollowerBatchSize``,
+    ``FollowerMaxRetries``, ``FollowerParallelization``) as strings.
     """
     params.check_name("stack_name", stack_name)
     params.check_table_name("table_name", table_name)
     params.check_bool("progress", progress)
     params.check_bool("replace_failed", replace_failed)
+    params.check_bool("follow", follow)
     if destination_table_name:
         params.check_table_name("destination_table_name", destination_table_name)
     params.check_int("lambda_memory_mb", lambda_memory_mb, 128, 10_240)
     params.check_int("lambda_timeout_s", lambda_timeout_s, 60, 900)
     params.check_int("reserved_concurrency", reserved_concurrency, 0, 10_000)
+    stream_arn = _stream_to_follow(table_name, bool(destination_table_name), boto3_session) if follow else ""
     package = build_lambda_package(transform)
     check_package_imports(package, transform)  # a missing module fails here, with its name
     s3, cloudformation = client("s3", boto3_session), client("cloudformation", boto3_session)
@@ -250,6 +266,7 @@ def deploy_stack(
         "LambdaMemoryMB": str(lambda_memory_mb),
         "LambdaTimeoutSeconds": str(lambda_timeout_s),
         "ReservedConcurrency": str(reserved_concurrency),
+        "SourceStreamArn": stream_arn,
         **(stack_parameters or {}),
     }
     status = _stack_status(cloudformation, stack_name)
@@ -267,7 +284,7 @@ def deploy_stack(
         StackName=stack_name,
         ChangeSetName=change_set,
         ChangeSetType="UPDATE" if exists else "CREATE",
-        TemplateBody=Path(template).read_text(),
+        TemplateBody=_template_body(Path(template).read_text(), follows=bool(parameters["SourceStreamArn"])),
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
     )
@@ -279,6 +296,35 @@ def deploy_stack(
         if _wait(cloudformation, stack_name, progress, before) not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
             raise _failure(cloudformation, stack_name)
     return {**stack_outputs(stack_name, boto3_session), "Transform": package.transform}
+
+
+def _template_body(text: str, follows: bool) -> str:
+    """The template as sent: without its follower blocks when the stack does not follow.
+
+    Those resources carry ``Condition: Follows``, so AWS would skip them anyway;
+    leaving them out also keeps moto's stack updates working, which render every
+    changed resource, false condition or not.
+    """
+    if follows:
+        return text
+    kept, inside = [], False
+    for line in text.splitlines(keepends=True):
+        marker = line.strip()
+        if marker.startswith(FOLLOWER_BLOCK[0]) or marker.startswith(FOLLOWER_BLOCK[1]):
+            inside = marker.startswith(FOLLOWER_BLOCK[0])
+            continue
+        if not inside:
+            kept.append(line)
+    return "".join(kept)
+
+
+def _stream_to_follow(table_name: str, copy: bool, boto3_session: boto3.Session | None) -> str:
+    """The ARN of the stream a follower of ``table_name`` reads; StreamRequiredError when it cannot."""
+    facts = table_facts(client("dynamodb", boto3_session), table_name)
+    problem = stream_problems(table_name, Stream(table_name, facts.stream_arn, facts.stream_view_type), copy)
+    if problem:
+        raise StreamRequiredError(table_name, *problem)
+    return facts.stream_arn
 
 
 def _change_set_has_changes(cloudformation: Any, stack_name: str, change_set: str) -> bool:

@@ -1,4 +1,5 @@
-"""What the Lambda handler calls: one segment's work (migration or rollback), or a capacity action.
+"""What the Lambda handler calls: one segment's work (migration or rollback), a batch of stream records, or a
+capacity action.
 
 Only the standard library and boto3: this module ships inside the Lambda package.
 """
@@ -9,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ddbnb.worker import prewarm, rollback
+from ddbnb.worker import followbatch, prewarm, rollback
 from ddbnb.worker.clients import client
 from ddbnb.worker.segment import process_segment
 
@@ -20,7 +21,8 @@ STATUS_CHANGE = "Step Functions Execution Status Change"
 
 
 def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Process one segment until it ends or the invocation nears its timeout, or run a capacity action."""
+    """Process one segment until it ends or the invocation nears its timeout, a batch of stream records, or run a
+    capacity action."""
     remaining = context.get_remaining_time_in_millis() / 1000
     deadline = time.time() + remaining - min(SAFETY_S, remaining / 4)
     if event.get("detail-type") == STATUS_CHANGE:
@@ -29,6 +31,8 @@ def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         return prewarm.restore_after_stop(
             client("dynamodb"), client("stepfunctions"), execution, s3=client("s3"), bucket=bucket
         )
+    if "Records" in event:  # the follower: a batch from the stream's event source mapping
+        return followbatch.handle_records(event)
     action = event.get("action")
     if action == "raise_capacity":
         return prewarm.raise_capacity(client("dynamodb"), event["targets"], event.get("record_to") or "", client("s3"))

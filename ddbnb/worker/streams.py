@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from ddbnb.exceptions import StreamTrimmedError
 from ddbnb.worker.reads import key_text
 
 #: Seconds a record may predate the run's position and still be applied: DynamoDB
@@ -157,3 +160,134 @@ def changes(records: Iterable[Mapping[str, Any]], key_names: Sequence[str]) -> l
         change = found.setdefault(key_text(key, key_names), Change(key))
         change.images.extend(body[name] for name in ("OldImage", "NewImage") if body.get(name))
     return list(found.values())
+
+
+#: How long DynamoDB keeps stream records.
+RETENTION_S = 24 * 3600.0
+#: Seconds between two listings of the stream's shards (DescribeStream), and after a shard ends.
+LIST_S = 10.0
+
+
+class ShardReader:
+    """Reads a stream from a run's position, shard by shard in lineage order, and keeps where each stands.
+
+    ``start`` is the position the run recorded; ``state`` (``{"shards": {shard_id:
+    {after, done, read_at}}}``) is where an earlier reading stopped, and is updated
+    in place: the caller saves it once what :meth:`read` returned is handled, and
+    calls :meth:`handled` first. ``closed_too`` also reads the shards that were
+    already closed when the run began (the aws engine's follower reads those from
+    TRIM_HORIZON, and its tracker has to see what it sees). ``where`` names the
+    run folder in errors.
+    """
+
+    def __init__(
+        self, streams: Any, start: Mapping[str, Any], state: dict[str, Any], where: str, closed_too: bool = False
+    ) -> None:
+        self.streams, self.start, self.state, self.where = streams, start, state, where
+        self.state.setdefault("shards", {})
+        self.closed_too = closed_too
+        self.iterators: dict[str, str | None] = {}
+        self.shards: list[dict[str, Any]] = []
+        self.listed_at = -LIST_S
+        self.polled_empty: dict[str, bool] = {}
+        self.ended: set[str] = set()  # closed shards whose last record was read
+
+    def readable(self) -> list[dict[str, Any]]:
+        """The shards to read now, in lineage order: not finished, and their parent finished (or not listed)."""
+        if time.monotonic() - self.listed_at > LIST_S:  # shards split every few hours: list them now and then
+            self.shards = list_shards(self.streams, self.start["stream_arn"])
+            self.listed_at = time.monotonic()
+        listed = {shard["ShardId"] for shard in self.shards}
+        shards = self.state["shards"]
+        started_open = [shard_id for shard_id, then in self.start["shards"].items() if then["open"]]
+        for shard_id in [*started_open, *shards]:  # a shard not read to its end that is gone
+            if shard_id not in listed and not shards.get(shard_id, {}).get("done"):
+                raise StreamTrimmedError(self.where, shard_id, self.since(shards.get(shard_id, {})))
+        ready = []
+        for shard in lineage_order(self.shards):
+            shard_id = shard["ShardId"]
+            saved = shards.setdefault(shard_id, {})
+            then = self.start["shards"].get(shard_id)
+            if then is not None and not then["open"] and not self.closed_too:
+                saved["done"] = True  # closed before the run: every record in it predates the run's reads
+            if saved.get("done"):
+                continue
+            parent = shard.get("ParentShardId")
+            if parent in listed and not shards.get(parent, {}).get("done"):
+                continue  # its parent is read to its end first
+            ready.append(dict(shard))
+        return ready
+
+    def read(self, shard_id: str) -> list[dict[str, Any]]:
+        """One GetRecords on the shard, from where it stands; what it returned (may be empty)."""
+        saved = self.state["shards"][shard_id]
+        try:
+            if self.iterators.get(shard_id) is None:
+                self.iterators[shard_id] = self.iterator(shard_id, saved)
+            answer = self.streams.get_records(ShardIterator=self.iterators[shard_id], Limit=RECORDS_PER_CALL)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ExpiredIteratorException":
+                self.iterators[shard_id] = None  # taken again from the saved position next poll
+                return []
+            if code == "TrimmedDataAccessException":
+                raise StreamTrimmedError(self.where, shard_id, self.since(saved)) from None
+            raise
+        records: list[dict[str, Any]] = answer.get("Records", [])
+        self.iterators[shard_id] = answer.get("NextShardIterator")
+        if self.iterators[shard_id] is None:
+            self.ended.add(shard_id)
+        self.polled_empty[shard_id] = not records
+        return records
+
+    def handled(self, shard_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Move the shard's position past ``records`` (handled); a shard read to its end is done."""
+        saved = self.state["shards"][shard_id]
+        if records:
+            saved["after"] = records[-1]["dynamodb"]["SequenceNumber"]
+        if shard_id in self.ended:
+            saved["done"] = True  # closed, and read to its end: its children may be read now
+            self.listed_at = 0.0
+        saved["read_at"] = time.time()
+
+    def floor(self, shard_id: str) -> float:
+        """Records of the shard older than this predate the run's reads (0: every record counts)."""
+        return float(self.start["taken_at"]) - SKEW_S if shard_id in self.start["shards"] else 0.0
+
+    def since(self, saved: Mapping[str, Any]) -> str:
+        """Where a shard's reading stood: after its last handled record, or at the run's start."""
+        if saved.get("after"):
+            return f"sequence number {saved['after']}"
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(self.start["taken_at"])))
+
+    def iterator(self, shard_id: str, saved: Mapping[str, Any]) -> str:
+        """A shard iterator from where the reading stopped, or from the shard's start."""
+        arn = self.start["stream_arn"]
+        if saved.get("after"):
+            return str(
+                self.streams.get_shard_iterator(
+                    StreamArn=arn,
+                    ShardId=shard_id,
+                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    SequenceNumber=saved["after"],
+                )["ShardIterator"]
+            )
+        if shard_id in self.start["shards"] and time.time() - float(self.start["taken_at"]) > RETENTION_S:
+            raise StreamTrimmedError(self.where, shard_id, self.since(saved))
+        return str(
+            self.streams.get_shard_iterator(StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")[
+                "ShardIterator"
+            ]
+        )
+
+    def behind(self) -> list[str]:
+        """The shards not finished whose last poll found records (or that were not polled yet)."""
+        return [
+            shard_id
+            for shard_id, saved in self.state["shards"].items()
+            if not saved.get("done") and self.polled_empty.get(shard_id) is not True
+        ]
+
+    def unpolled(self) -> bool:
+        """Whether a shard still behind has not been polled once yet."""
+        return any(shard_id not in self.polled_empty for shard_id in self.behind())

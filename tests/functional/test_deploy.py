@@ -148,3 +148,38 @@ def test_a_stack_left_in_rollback_complete_is_named_or_replaced(make_table, stac
 def test_bad_parameters_are_refused_before_anything_is_deployed(sandbox):
     with pytest.raises(InvalidParameterError, match="lambda_memory_mb"):
         deploy_stack("s", "table", f"{TRANSFORMS}:bump", lambda_memory_mb=64, progress=False)
+
+
+def test_a_stack_deployed_with_a_stream_gets_a_disabled_follower_mapping(make_table, sandbox, stack_name):
+    import boto3
+
+    from ddbnb.exceptions import StreamRequiredError
+
+    table = make_table([simple_item(i) for i in range(3)])  # DynamoDB Local: no stream
+    with pytest.raises(StreamRequiredError, match="update_table"):
+        deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", follow=True, progress=False)
+    # moto's Lambda takes a mapping only on a stream of moto's own DynamoDB: the stream is made there
+    moto_dynamodb = boto3.client("dynamodb", endpoint_url=sandbox.moto.url)
+    arn = moto_dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )["TableDescription"]["LatestStreamArn"]
+    parameters = {"SourceStreamArn": arn, "FollowerBatchSize": "250", "FollowerParallelization": "2"}
+    outputs = deploy_stack(stack_name, table, f"{TRANSFORMS}:bump", stack_parameters=parameters, progress=False)
+    assert outputs["SourceStreamArn"] == arn and outputs["FollowerMappingId"]
+    mapping = client("lambda").get_event_source_mapping(UUID=outputs["FollowerMappingId"])
+    assert mapping["State"] == "Disabled" and mapping["EventSourceArn"] == arn
+    assert mapping["StartingPosition"] == "TRIM_HORIZON" and mapping["BatchSize"] == 250
+    assert mapping["BisectBatchOnFunctionError"] is True and mapping["FunctionResponseTypes"] == [
+        "ReportBatchItemFailures"
+    ]
+    assert mapping["ParallelizationFactor"] == 2 and mapping["MaximumRetryAttempts"] == 10
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"].startswith("arn:aws:sqs:")
+    function = client("lambda").get_function(FunctionName=f"{stack_name}-follower")["Configuration"]
+    assert function["Environment"]["Variables"]["DDBNB_FOLLOW_SETTINGS"] == (
+        f"s3://{outputs['ResultsBucketName']}/follow/settings.json"
+    )
+    assert mapping["FunctionArn"] == function["FunctionArn"]

@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSResponse
 import ddbnb
 from ddbnb.cli import main
 from ddbnb.exceptions import RunNotFinishedError, StreamRequiredError, StreamTrimmedError
-from ddbnb.follow import _Follow
+from ddbnb.follow import _LocalFollow
 from ddbnb.runfolder import RunFolder
 from ddbnb.status import run_status
 from ddbnb.worker.clients import client
@@ -362,8 +362,8 @@ def test_a_split_shard_is_read_to_its_end_before_its_children_and_an_old_closed_
             "shardId-right": [record(i, 400 + i) for i in range(9, 12)],
         },
     )
-    follow = _Follow(folder, folder.plan(), folder.stream_position(), None)
-    follow.streams = fake
+    follow = _LocalFollow(folder, folder.plan(), folder.stream_position(), None)
+    follow.reader.streams = fake
     try:
         for _ in range(20):
             follow.poll_once()
@@ -375,4 +375,4 @@ def test_a_split_shard_is_read_to_its_end_before_its_children_and_an_old_closed_
     assert last_parent < first_child  # the parent to its end, then its children
     flags = {int(item["n"]): item.get("flag") for item in scan_all(dynamodb, table).values()}
     assert [flags[i] for i in range(12)] == [None] + ["v2"] * 11  # every record of the split applied
-    assert follow.state["shards"]["shardId-parent"]["done"] and follow.behind() == []
+    assert follow.state["shards"]["shardId-parent"]["done"] and follow.reader.behind() == []

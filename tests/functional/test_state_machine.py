@@ -66,6 +66,8 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         event = json.loads(body)
+        if "Records" in event:  # the follower, fed by a stream's event source mapping
+            return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
         if "action" in event:  # pre-warm and restore
             actions.append(event)
             return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()

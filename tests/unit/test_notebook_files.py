@@ -21,6 +21,7 @@ CONTRACT: dict[str, set[str]] = {
         "lambda_timeout_s",
         "replace_failed",
         "stack_parameters",
+        "follow",
     },
     "02_dry_run": {
         "table_name",
@@ -82,7 +83,7 @@ CONTRACT: dict[str, set[str]] = {
         "rate_limit",
         "stack_name",
     },
-    "06_follow": {"run_dir", "until", "for_s", "caught_up_s", "sample"},
+    "06_follow": {"run_dir", "until", "for_s", "caught_up_s", "engine", "stop_follower", "sample"},
 }
 
 
