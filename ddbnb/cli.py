@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     follow.add_argument("--for-s", type=float, default=0.0, help="stop after this many seconds (0: no bound)")
     follow.add_argument("--caught-up-s", type=float, default=2.0, help="the lag, in seconds, that counts as caught up")
     follow.add_argument(
-        "--engine", choices=["local", "aws"], default=None, help="who writes: this process, or the stack's follower"
+        "--engine", choices=["local", "aws"], default="", help="who writes: this process, or the stack's follower"
     )
     follow.add_argument("--stop", action="store_true", help="stop the run's aws follower (the end of the cutover)")
     check = commands.add_parser(

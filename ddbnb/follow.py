@@ -60,7 +60,7 @@ from ddbnb.worker.transforms import lambda_transform_spec
 
 #: What ``until`` takes.
 UNTIL = ("caught_up", "stopped")
-#: What ``engine`` takes (None: the run's own).
+#: What ``engine`` takes ("": the run's own).
 ENGINES = ("local", "aws")
 #: Seconds between two polls of a shard that had nothing new (DynamoDB allows 5 GetRecords a second a shard).
 POLL_S = 0.25
@@ -89,7 +89,7 @@ def follow(
     until: str = "caught_up",
     for_s: float = 0,
     caught_up_s: float = 2.0,
-    engine: str | None = None,
+    engine: str = "",
     progress: bool = True,
     boto3_session: boto3.Session | None = None,
 ) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def follow(
     the source no longer makes (deleted, dropped by the transform, or moved to
     another key). Writes are journaled, so ``rollback`` undoes them too.
 
-    ``engine`` (default: the run's) says who writes: ``"local"``, this process,
+    ``engine`` (``""``, the default: the run's own) says who writes: ``"local"``, this process,
     while ``follow`` runs; ``"aws"``, the stack's follower Lambda (deploy with
     ``follow=True``), which ``follow`` enables and watches, and which keeps
     following after it returns, until :func:`stop_following` at cutover.
@@ -125,7 +125,7 @@ def follow(
     params.check_rate("for_s", for_s)
     params.check_rate("caught_up_s", caught_up_s)
     params.check_bool("progress", progress)
-    if engine is not None:
+    if engine:
         params.check_choice("engine", engine, ENGINES)
     if until == "stopped" and not for_s and not progress:
         raise InvalidParameterError("for_s", for_s, "a bound in seconds when until='stopped' runs unattended")
@@ -161,7 +161,7 @@ def stop_following(
     where = f"the follower of {recorded['table']!r} on stack {stack_name!r}"
     if not execute:
         state = str(aws_follower.mapping(outputs, stack_name, boto3_session).get("State"))
-        print(f"{where} is {state}" + ("; stop_follower=True stops it" if state == "Enabled" else ""))
+        print(f"{where} is {state}" + ("; execute=True stops it" if state == "Enabled" else ""))
         return {"state": state, "mapping": outputs["FollowerMappingId"]}
     state = aws_follower.switch(outputs, False, boto3_session)
     saved = folder.follow_state()

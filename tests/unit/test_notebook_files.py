@@ -83,7 +83,7 @@ CONTRACT: dict[str, set[str]] = {
         "rate_limit",
         "stack_name",
     },
-    "06_follow": {"run_dir", "until", "for_s", "caught_up_s", "engine", "stop_follower", "sample"},
+    "06_follow": {"run_dir", "until", "for_s", "caught_up_s", "engine", "execute", "sample"},
 }
 
 
