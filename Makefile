@@ -65,6 +65,7 @@ bench: setup $(VENV)/.bench-installed
 	$(BIN)/python -m bench.journal
 	$(BIN)/python -m bench.edges
 	$(BIN)/python -m bench.follow
+	$(BIN)/python -m bench.hot_keys
 
 sandbox-up: setup
 	@$(BIN)/ddbnb sandbox up

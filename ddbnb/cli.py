@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "--write-units", type=float, default=0, help="emulate provisioned capacity: write units per table and second"
     )
     box.add_argument("--read-units", type=float, default=0, help="emulate provisioned capacity: read units per second")
+    box.add_argument(
+        "--key-range-write-units",
+        type=float,
+        default=0,
+        help="emulate a hot partition: write units per partition key value and second",
+    )
 
     demo = commands.add_parser("demo", help="seed a demo table in a fresh sandbox and run notebooks 01 to 04")
     demo.add_argument("--items", type=int, default=100_000, help="items in the demo table (default 100,000)")
@@ -487,7 +493,11 @@ def _redrive(args: argparse.Namespace) -> None:
 def _sandbox(args: argparse.Namespace) -> None:
     if args.action == "up":
         running, started = servers.up(
-            args.dynamodb_port, args.moto_port, write_units=args.write_units, read_units=args.read_units
+            args.dynamodb_port,
+            args.moto_port,
+            write_units=args.write_units,
+            read_units=args.read_units,
+            key_range_write_units=args.key_range_write_units,
         )
         print(running.exports())
         what = "started" if started else "already running"

@@ -24,6 +24,7 @@ from ddbnb.plan import Plan, page_size_for, plan_migration
 from ddbnb.runfolder import FAILURES, JOURNAL, UNFINISHED, RunFolder, utc_now, utc_stamp
 from ddbnb.worker import journal, params
 from ddbnb.worker.clients import clear_errors
+from ddbnb.worker.hotkeys import range_events
 
 
 def default_run_dir(table_name: str) -> Path:
@@ -251,10 +252,14 @@ def _run_local(
     """Run the segments not yet done, from their checkpoints; write the results of all of them."""
     done: list[ChildOutcome] = []
     events = []
-    for event in plan.events():
+    planned = plan.events()
+    for event in planned:
         event["failures_to"] = str((folder / FAILURES).resolve())
         if plan.journal:
             event["journal"] = {"to": str((folder / JOURNAL).resolve())}
+    for event in list(planned):  # the key ranges that segments cut before the run stopped
+        planned += range_events(event, (unfinished.get(event["segment"]) or {}).get("splits") or ())
+    for event in planned:
         saved = unfinished.get(event["segment"])
         if saved is not None and saved["cursor"] is None:
             done.append(ChildOutcome(event, "SUCCEEDED", saved["started_at"], saved["finished_at"], output=saved))
@@ -317,6 +322,7 @@ def plan_from_record(recorded: dict[str, Any], boto3_session: boto3.Session | No
         prewarm_read_units=recorded.get("prewarm_read_units", 0),
         prewarm_write_units=recorded.get("prewarm_write_units", 0),
         journal=recorded.get("journal", True),
+        split_hot_keys=recorded.get("split_hot_keys", True),
         boto3_session=boto3_session,
     )
 

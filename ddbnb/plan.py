@@ -35,6 +35,8 @@ AWS_SEGMENT_ITEMS = 50_000
 AWS_SEGMENT_BYTES = 256 * 1024 * 1024
 #: Local processes beyond this stop helping on one machine.
 MAX_LOCAL_CONCURRENCY = 8
+#: A partition key is hot past this many items at least, whatever the table's (possibly stale) item count.
+MIN_HOT_ITEMS = 100
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Plan:
     capacity_share: float = 0.0
     max_read_units: float = 0.0
     max_write_units: float = 0.0
+    split_hot_keys: bool = True
+    hot_items: int = 0  # a partition key past this many items is cut into key ranges (0: never)
     chosen: tuple[str, ...] = ()  # the parameters the planner chose (given as 0)
     reasons: list[str] = field(default_factory=list)
 
@@ -88,6 +92,7 @@ class Plan:
             "prewarm_write_units": self.prewarm_write_units,
             "stack_name": self.stack_name,
             "journal": self.journal,
+            "split_hot_keys": self.split_hot_keys,
         }
 
     def events(self) -> list[dict[str, Any]]:
@@ -106,6 +111,8 @@ class Plan:
             "write_units_per_s": self.write_units_per_s / (self.max_concurrency if self.engine == "aws" else 1),
             "page_size": self.page_size,
         }
+        if self.hot_items:
+            base["hot_items"] = self.hot_items
         if self.engine == "aws":  # each invocation derives its budget from the capacity as it is then
             base["limits"] = {
                 "share": self.capacity_share,
@@ -267,6 +274,23 @@ def choose_segments(facts: TableFacts, engine: str, max_concurrency: int = 0) ->
 
 
 @clear_errors
+def choose_hot_items(facts: TableFacts, engine: str, total_segments: int, split: bool) -> tuple[int, str]:
+    """How many items of one partition key make it hot (0: none are split), and why."""
+    if not split:
+        return 0, "hot keys are not split (split_hot_keys=False): one key's items stay in one segment"
+    if len(facts.key_names) < 2:
+        return 0, ""  # without a sort key a partition key is one item
+    if engine == "aws":
+        return 0, "hot keys are split on the local engine only for now: on aws one key's items stay in one segment"
+    per_segment = math.ceil(facts.item_count / total_segments)
+    hot = max(MIN_HOT_ITEMS, math.ceil(per_segment / 2))
+    return hot, (
+        f"hot keys split: a segment that meets a partition key with more than {hot:,} items (half a segment's) "
+        f"reads the rest of it once, keys only, and cuts it into sort-key ranges of {2 * hot:,} items, each run "
+        "as a segment of its own"
+    )
+
+
 def plan_migration(
     table_name: str,
     transform: str,
@@ -286,6 +310,7 @@ def plan_migration(
     prewarm_write_units: int = 0,
     journal: bool = True,
     follow: bool = False,
+    split_hot_keys: bool = True,
     boto3_session: boto3.Session | None = None,
 ) -> Plan:
     """Validate the parameters and plan a migration of ``table_name``.
@@ -314,7 +339,11 @@ def plan_migration(
     must have a stream on (and, for a copy, one that carries old images), or
     StreamRequiredError names the call that turns one on. Whenever the source
     has a stream, every run records its position before the first read, so any
-    run can be followed later. Nothing is written.
+    run can be followed later. ``split_hot_keys`` (on by default, local engine)
+    lets a segment that meets a partition key holding more than half a
+    segment's items cut the rest of that key into sort-key ranges, each run as a
+    unit of its own (a parallel scan cannot split one key: without this, one key
+    holding half the table makes one segment take half the run). Nothing is written.
     """
     params.check_table_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)
@@ -326,6 +355,7 @@ def plan_migration(
     params.check_int("prewarm_write_units", prewarm_write_units, 0)
     params.check_bool("journal", journal)
     params.check_bool("follow", follow)
+    params.check_bool("split_hot_keys", split_hot_keys)
     if (prewarm_read_units or prewarm_write_units) and engine != "aws":
         raise InvalidParameterError(
             "prewarm_write_units" if prewarm_write_units else "prewarm_read_units",
@@ -381,6 +411,9 @@ def plan_migration(
         raised_source, raised_target, share, float(max_read_units), float(max_write_units)
     )
     reasons += limits_why
+    hot_items, why = choose_hot_items(facts, engine, total_segments, split_hot_keys)
+    if why:
+        reasons.append(why)
     if not problem:
         reasons.append(
             f"stream {facts.stream_view_type}: its position is recorded before the first read, so "
@@ -408,6 +441,8 @@ def plan_migration(
         capacity_share=share,
         max_read_units=float(max_read_units),
         max_write_units=float(max_write_units),
+        split_hot_keys=split_hot_keys,
+        hot_items=hot_items,
         chosen=chosen,
         reasons=reasons,
     )

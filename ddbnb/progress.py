@@ -133,6 +133,11 @@ WIDGET_REFRESH_S = 1.0
 CHART_SEGMENTS = 48
 
 
+def _by_reason(state: dict[str, Any]) -> str:
+    """The throttles by reason, in brackets ("" when none was reported)."""
+    return f" ({state['throttle_reasons']})" if state.get("throttle_reasons") else ""
+
+
 class RunView:
     """One live display of a run: items scanned, written, unchanged, deleted and failed; items/s and
     write units/s now; throttles; segments done, running and left; and the time left.
@@ -261,7 +266,16 @@ class RunView:
             "segments_failed": failed,
             "eta_s": eta,
             "elapsed_s": time.monotonic() - self.started,
+            "throttle_reasons": self.throttle_reasons(),
         }
+
+    def throttle_reasons(self) -> str:
+        """Throttles by DynamoDB's reason so far, most first ("" when none was reported)."""
+        summed: dict[str, int] = {}
+        for totals in self.latest.values():
+            for reason, count in (totals.get("throttle_reasons") or {}).items():
+                summed[reason] = summed.get(reason, 0) + int(count)
+        return ", ".join(f"{reason} {count:,}" for reason, count in sorted(summed.items(), key=lambda kv: -kv[1]))
 
     def line(self, state: dict[str, Any] | None = None) -> str:
         """The view as one plain line."""
@@ -271,7 +285,7 @@ class RunView:
         return (
             f"scanned {s['scanned']:,.0f}{of}, written {s['written']:,.0f}, unchanged {s['unchanged']:,.0f}, "
             f"deleted {s['deleted']:,.0f}, failed {s['failed']:,.0f}; {s['items_per_s']:,.0f} items/s, "
-            f"{s['write_units_per_s']:,.0f} write units/s, throttled {s['throttled']:,.0f}; segments "
+            f"{s['write_units_per_s']:,.0f} write units/s, throttled {s['throttled']:,.0f}{_by_reason(s)}; segments "
             f"{s['segments_done']:,} done ({s['segments_failed']:,} failed), {s['segments_running']:,} running, "
             f"{s['segments_left']:,} left{eta}, {format_duration(s['elapsed_s'])}"
         )
@@ -279,13 +293,14 @@ class RunView:
     def render_html(self, state: dict[str, Any] | None = None) -> str:
         """The widget's HTML: a table of the numbers and, with pages reported, items/s per running segment."""
         s = state or self.state()
+        by_reason = _by_reason(s)
         share = f" of {self.total_items:,} ({s['scanned'] / self.total_items:.0%})" if self.total_items else ""
         cells = [
             ("scanned", f"{s['scanned']:,.0f}{share}"),
             ("written / unchanged / deleted", f"{s['written']:,.0f} / {s['unchanged']:,.0f} / {s['deleted']:,.0f}"),
             ("failed items", f"{s['failed']:,.0f}"),
             ("now", f"{s['items_per_s']:,.0f} items/s, {s['write_units_per_s']:,.0f} write units/s"),
-            ("throttled calls", f"{s['throttled']:,.0f}"),
+            ("throttled calls", f"{s['throttled']:,.0f}" + by_reason),
             (
                 "segments",
                 f"{s['segments_done']:,} done ({s['segments_failed']:,} failed), {s['segments_running']:,} running, "

@@ -74,6 +74,7 @@ COMPARED = (
     "prewarm_write_units",
     "stack_name",
     "journal",
+    "split_hot_keys",
 )
 
 

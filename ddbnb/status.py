@@ -48,6 +48,7 @@ def _live_local(folder: RunFolder, summary: dict[str, Any]) -> list[str]:
     totals = {name: sum(int(c.get(name, 0)) for c in saved.values()) for name in SHOWN}
     done = sum(1 for c in saved.values() if c.get("cursor") is None)
     total = int(summary.get("total_segments") or folder.plan().get("total_segments") or 0)
+    total += len({int(split["segment"]) for c in saved.values() for split in c.get("splits") or ()})  # hot keys' ranges
     lines = [
         f"  so far (checkpoints): {_counts(totals)}; segments {done:,} done, "
         f"{len(saved) - done:,} part done, {max(0, total - len(saved)):,} not started"

@@ -70,9 +70,10 @@ def create_table(
 
 def put_items(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
     """Write wire-format items, failing the test on any failure."""
+    wire = WireClient()  # one client: making one takes longer than a batch write to DynamoDB Local
     for i in range(0, len(items), BATCH_SIZE):
         chunk = [{"PutRequest": {"Item": item}} for item in items[i : i + BATCH_SIZE]]
-        assert not write_batch(WireClient(), table, chunk, Backoff()).failures
+        assert not write_batch(wire, table, chunk, Backoff()).failures
 
 
 def scan_all(dynamodb: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:

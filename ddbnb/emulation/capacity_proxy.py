@@ -19,9 +19,19 @@ them:
 Each table's write calls, throttled write calls and accepted write units are
 counted (``CapacityProxy.stats``), for tests and the benchmark.
 
-It is an emulation, kept small: no partitions, no adaptive capacity, no
-UnprocessedItems (a batch is refused whole), item sizes by DynamoDB's rules
-but delete and update sizes estimated from the request.
+Refusals carry ``ThrottlingReasons`` as DynamoDB's do since 2025
+(``TableWriteProvisionedThroughputExceeded``, ``TableReadProvisionedThroughputExceeded``,
+with the table's ARN). With ``key_range_write_units`` (off by default), each
+partition key value of a table also gets its own write bucket at that rate, as
+one hot partition would: a write past it is refused with
+``TableWriteKeyRangeThroughputExceeded``. In a batch (BatchWriteItem,
+BatchExecuteStatement) only the requests over their key range's rate are
+refused, as UnprocessedItems or as statement errors (which carry no reasons);
+a batch refused whole answers with the reason.
+
+It is an emulation, kept small: no partitions beyond that, no adaptive
+capacity, a batch over the table's rate is refused whole, item sizes by
+DynamoDB's rules but delete and update sizes estimated from the request.
 Run it with ``ddbnb sandbox up --write-units W --read-units R``.
 """
 
@@ -50,6 +60,9 @@ THROTTLED = {
     "message": "The level of configured provisioned throughput for the table was exceeded. "
     "Consider increasing your provisioning level with the UpdateTable API.",
 }
+#: A key range's bucket saves up at most this many seconds of its rate (a partition has little burst).
+KEY_RANGE_BURST_S = 1.0
+KEY_RANGE = "TableWriteKeyRangeThroughputExceeded"
 
 
 class TableBuckets:
@@ -59,6 +72,7 @@ class TableBuckets:
         self.rates = {"read": read_rate, "write": write_rate}
         self.tokens = {"read": read_rate, "write": write_rate}  # a new table: one second's worth
         self.clock = clock
+        self.burst_s = BURST_S
         self.stamp = clock()
         self.lock = threading.Lock()
         names = ("write_calls", "throttled_writes", "write_units", "first_write", "last_write", "saved_at_first_write")
@@ -68,7 +82,7 @@ class TableBuckets:
     def _refill(self) -> None:
         now = self.clock()
         for kind, rate in self.rates.items():
-            self.tokens[kind] = min(rate * BURST_S, self.tokens[kind] + (now - self.stamp) * rate)
+            self.tokens[kind] = min(rate * self.burst_s, self.tokens[kind] + (now - self.stamp) * rate)
         self.stamp = now
 
     def take_write(self, units: float) -> bool:
@@ -138,9 +152,15 @@ def read_units(body: dict[str, Any], response: dict[str, Any]) -> float:
 class CapacityProxy:
     """The proxy: per-table buckets at ``read_units`` / ``write_units`` per second, forwarding to ``target``."""
 
-    def __init__(self, target: str, read_units: float, write_units: float, port: int = 0) -> None:
+    def __init__(
+        self, target: str, read_units: float, write_units: float, port: int = 0, key_range_write_units: float = 0.0
+    ) -> None:
         self.target = target.rstrip("/")
         self.read_units, self.write_units = read_units, write_units
+        self.key_range_write_units = key_range_write_units
+        self.key_ranges: dict[tuple[str, str], TableBuckets] = {}
+        self.hash_keys: dict[str, str] = {}
+        self.key_range_refused = 0
         self.tables: dict[str, TableBuckets] = {}
         self.lock = threading.Lock()
         self.throttled = 0
@@ -174,13 +194,22 @@ class CapacityProxy:
         data = request.rfile.read(int(request.headers.get("Content-Length", 0)))
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2]
         body: dict[str, Any] = json.loads(data or b"{}")
+        refused: list[Any] = []
+        if operation in WRITES and self.key_range_write_units:
+            body, refused = self._over_key_ranges(request, operation, body)
+            if not _requests(operation, body):
+                return self._throttle(request, KEY_RANGE, _one_table(operation, refused))
+            data = json.dumps(body).encode()
         if operation in WRITES:
             for table, units in charged_write_units(operation, body).items():
                 if not self.buckets(table).take_write(units):
-                    return self._throttle(request)
+                    return self._throttle(request, "TableWriteProvisionedThroughputExceeded", table)
         if operation in READS and not self.buckets(body.get("TableName", "")).may_read():
-            return self._throttle(request)
+            return self._throttle(request, "TableReadProvisionedThroughputExceeded", body.get("TableName", ""))
         status, headers, answer = self._forward(request, data)
+        if refused and status == 200:
+            answer = _with_refused(operation, json.loads(answer), refused)
+            headers = {k: v for k, v in headers.items() if k.lower() != "x-amz-crc32"}
         if operation in READS and status == 200:
             self.buckets(body.get("TableName", "")).charge_read(read_units(body, json.loads(answer or b"{}")))
         if operation == "DescribeTable" and status == 200:
@@ -204,19 +233,37 @@ class CapacityProxy:
         with buckets.lock:
             return dict(buckets.stats)
 
-    def steady_write_rate(self, table: str) -> float:
+    def steady_write_rate(
+        self, table: str, excluding_key: Any = None, during: tuple[float, float] | None = None
+    ) -> float:
         """Write units per second accepted for ``table``, over the whole seconds between its first and last.
 
         The first and last second (ramp-up, saved-up burst, the tail) are left out;
-        0 when the writes took less than three seconds.
+        0 when the writes took less than three seconds. With ``excluding_key`` (a
+        partition key value, wire format), the writes to that key range are left
+        out, over the seconds the rest of the table was written. With ``during``
+        (``time.monotonic()`` values), only the seconds between those count.
         """
         buckets = self.buckets(table)
         with buckets.lock:
-            seconds = sorted(buckets.by_second)
-            if len(seconds) < 3:
-                return 0.0
-            middle = range(seconds[0] + 1, seconds[-1])
-            return sum(buckets.by_second.get(s, 0.0) for s in middle) / len(middle)
+            by_second = dict(buckets.by_second)
+        if excluding_key is not None:
+            hot = self.key_ranges.get((table, json.dumps(excluding_key, sort_keys=True)))
+            for second, units in (hot.by_second if hot else {}).items():
+                by_second[second] = by_second.get(second, 0.0) - units
+            by_second = {second: units for second, units in by_second.items() if units > 1e-9}
+        if during is not None:
+            by_second = {second: units for second, units in by_second.items() if during[0] <= second <= during[1]}
+        seconds = sorted(by_second)
+        if len(seconds) < 3:
+            return 0.0
+        middle = range(seconds[0] + 1, seconds[-1])
+        return sum(by_second.get(s, 0.0) for s in middle) / len(middle)
+
+    def key_range_stats(self, table: str, key: Any) -> dict[str, float]:
+        """What the partition key ``key`` (wire format) of ``table`` was sent, as :meth:`stats` counts it."""
+        hot = self.key_ranges.get((table, json.dumps(key, sort_keys=True)))
+        return dict(hot.stats) if hot else {}
 
     def _forward(self, request: BaseHTTPRequestHandler, data: bytes) -> tuple[int, dict[str, str], bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
@@ -227,11 +274,90 @@ class CapacityProxy:
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
 
-    def _throttle(self, request: BaseHTTPRequestHandler) -> None:
+    def _throttle(self, request: BaseHTTPRequestHandler, reason: str, table: str) -> None:
         with self.lock:
             self.throttled += 1
-        body = json.dumps(THROTTLED).encode()
+        resource = f"arn:aws:dynamodb:us-east-1:000000000000:table/{table}"
+        body = json.dumps({**THROTTLED, "ThrottlingReasons": [{"reason": reason, "resource": resource}]}).encode()
         self._reply(request, 400, {"Content-Type": "application/x-amz-json-1.0"}, body)
+
+    # -- hot key ranges -------------------------------------------------------------------------------------
+    def _hash_key(self, request: BaseHTTPRequestHandler, table: str) -> str:
+        """The partition key's name of ``table`` (asked of DynamoDB Local once, with the caller's headers)."""
+        if table not in self.hash_keys:
+            described = _call(self.target, request, "DescribeTable", {"TableName": table})
+            schema = described.get("Table", {}).get("KeySchema", [])
+            self.hash_keys[table] = next((k["AttributeName"] for k in schema if k["KeyType"] == "HASH"), "")
+        return self.hash_keys[table]
+
+    def _take_key_range(self, table: str, value: Any, units: float) -> bool:
+        """Pay for a write to the partition key ``value`` of ``table``; False: that key range is hot."""
+        key = (table, json.dumps(value, sort_keys=True))
+        with self.lock:
+            if key not in self.key_ranges:
+                self.key_ranges[key] = TableBuckets(0, self.key_range_write_units)
+                self.key_ranges[key].burst_s = KEY_RANGE_BURST_S
+            buckets = self.key_ranges[key]
+        if buckets.take_write(units):
+            return True
+        with self.lock:
+            self.key_range_refused += 1
+        return False
+
+    def _over_key_ranges(
+        self, request: BaseHTTPRequestHandler, operation: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The call without the requests whose key range is over its rate, and those (with their places)."""
+        if operation == "BatchWriteItem":
+            kept: dict[str, list[Any]] = {}
+            refused: list[Any] = []
+            for table, requests in body.get("RequestItems", {}).items():
+                name = self._hash_key(request, table)
+                for item in requests:
+                    image = item.get("PutRequest", {}).get("Item") or item.get("DeleteRequest", {}).get("Key", {})
+                    if self._take_key_range(table, image.get(name), write_units(item_size(image))):
+                        kept.setdefault(table, []).append(item)
+                    else:
+                        refused.append((table, item))
+            return {**body, "RequestItems": kept}, refused
+        if operation == "BatchExecuteStatement":
+            statements, refused = [], []
+            for place, statement in enumerate(body.get("Statements", [])):
+                table, value = self._statement_key(request, statement)
+                size = sum(item_size({"p": p}) for p in statement.get("Parameters", []))
+                if table is None or self._take_key_range(table, value, write_units(size)):
+                    statements.append(statement)
+                else:
+                    refused.append((place, table))
+            return {**body, "Statements": statements}, refused
+        if operation == "ExecuteStatement":
+            table, value = self._statement_key(request, body)
+            size = sum(item_size({"p": p}) for p in body.get("Parameters", []))
+            if table is not None and not self._take_key_range(table, value, write_units(size)):
+                return {}, [(0, table)]
+            return body, []
+        table = body.get("TableName", "")
+        image = body.get("Item") or body.get("Key") or {}
+        size = item_size(image) + item_size(body.get("ExpressionAttributeValues", {}))
+        if not self._take_key_range(table, image.get(self._hash_key(request, table)), write_units(size)):
+            return {}, [(0, table)]
+        return body, []
+
+    def _statement_key(self, request: BaseHTTPRequestHandler, statement: dict[str, Any]) -> tuple[str | None, Any]:
+        """The table and partition key value a PartiQL write names (None: not found, so not limited)."""
+        text = statement.get("Statement", "")
+        match = _TABLE_IN_STATEMENT.search(text)
+        if not match:
+            return None, None
+        table = match.group(1).replace('""', '"')
+        name = self._hash_key(request, table)
+        quoted = re.escape(name.replace('"', '""'))
+        found = re.search(rf'"{quoted}"\s*=\s*\?', text) or re.search(rf"'{re.escape(name)}'\s*:\s*\?", text)
+        if not found:
+            return None, None
+        place = text[: found.end()].count("?") - 1
+        params = statement.get("Parameters", [])
+        return (table, params[place]) if place < len(params) else (None, None)
 
     @staticmethod
     def _reply(request: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -254,6 +380,47 @@ class CapacityProxy:
         self.server.server_close()
 
 
+def _requests(operation: str, body: dict[str, Any]) -> bool:
+    """Whether a write call still holds something to send."""
+    if operation == "BatchWriteItem":
+        return any(body.get("RequestItems", {}).values())
+    if operation == "BatchExecuteStatement":
+        return bool(body.get("Statements"))
+    return bool(body)
+
+
+def _one_table(operation: str, refused: list[Any]) -> str:
+    """The table a call refused whole was for."""
+    return str(refused[0][0] if operation == "BatchWriteItem" else refused[0][1]) if refused else ""
+
+
+def _with_refused(operation: str, answer: dict[str, Any], refused: list[Any]) -> bytes:
+    """DynamoDB's answer with the requests refused before it was sent: UnprocessedItems, or statement errors."""
+    if operation == "BatchWriteItem":
+        unprocessed = answer.setdefault("UnprocessedItems", {})
+        for table, item in refused:
+            unprocessed.setdefault(table, []).append(item)
+    elif operation == "BatchExecuteStatement":
+        responses = answer.get("Responses", [])
+        error = {"Code": "ProvisionedThroughputExceeded", "Message": "Throughput exceeds the key range's limit"}
+        for place, table in refused:
+            responses.insert(place, {"TableName": table, "Error": error})
+    return json.dumps(answer).encode()
+
+
+def _call(target: str, request: BaseHTTPRequestHandler, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Call DynamoDB Local directly with the caller's credentials (it keeps each one's tables apart)."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+    headers["X-Amz-Target"] = f"DynamoDB_20120810.{operation}"
+    sent = urllib.request.Request(target + "/", data=json.dumps(payload).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(sent, timeout=60) as response:
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+    except urllib.error.HTTPError:
+        return {}
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m ddbnb.emulation.capacity_proxy --target URL --port P --write-units W --read-units R``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -261,8 +428,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--write-units", type=float, default=0.0, help="per table and second; 0: no limit")
     parser.add_argument("--read-units", type=float, default=0.0, help="per table and second; 0: no limit")
+    parser.add_argument(
+        "--key-range-write-units", type=float, default=0.0, help="per partition key value and second; 0: no limit"
+    )
     args = parser.parse_args(argv)
-    proxy = CapacityProxy(args.target, args.read_units, args.write_units, args.port)
+    proxy = CapacityProxy(args.target, args.read_units, args.write_units, args.port, args.key_range_write_units)
     print(f"capacity proxy on {proxy.url} -> {args.target}", flush=True)
     proxy.server.serve_forever()
 

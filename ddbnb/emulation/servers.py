@@ -280,12 +280,14 @@ def start_sandbox(
     *,
     write_units: float = 0,
     read_units: float = 0,
+    key_range_write_units: float = 0,
 ) -> Sandbox:
     """Start DynamoDB Local and a moto server; return once both answer.
 
-    A port of 0 picks a free one. With ``write_units`` or ``read_units``, the
-    DynamoDB endpoint is a capacity emulation in front of DynamoDB Local that
-    throttles each table beyond those units per second
+    A port of 0 picks a free one. With ``write_units``, ``read_units`` or
+    ``key_range_write_units``, the DynamoDB endpoint is a capacity emulation in
+    front of DynamoDB Local that throttles each table (and each partition key
+    value) beyond those units per second
     (:mod:`ddbnb.emulation.capacity_proxy`). Raises JavaNotFoundError,
     DynamoDBLocalMissingError, PortInUseError or ServerDiedError.
     """
@@ -308,11 +310,12 @@ def start_sandbox(
         dynamodb.stop()
         moto.stop()
         raise
-    if not (write_units or read_units):
+    if not (write_units or read_units or key_range_write_units):
         return Sandbox(dynamodb, moto)
     port = _free_port()
     command = [sys.executable, "-m", "ddbnb.emulation.capacity_proxy", "--target", dynamodb.url, "--port", str(port)]
     command += ["--write-units", str(write_units), "--read-units", str(read_units)]
+    command += ["--key-range-write-units", str(key_range_write_units)]
     proxy = _spawn("capacity proxy", command, port, logs / "capacity-proxy.log", _aws_free_env(), "capacity_proxy")
     try:
         _wait_ready(proxy, time.monotonic() + READY_TIMEOUT_S)
@@ -325,15 +328,27 @@ def start_sandbox(
 
 @contextmanager
 def sandbox(
-    dynamodb_port: int = 0, moto_port: int = 0, *, write_units: float = 0, read_units: float = 0
+    dynamodb_port: int = 0,
+    moto_port: int = 0,
+    *,
+    write_units: float = 0,
+    read_units: float = 0,
+    key_range_write_units: float = 0,
 ) -> Iterator[Sandbox]:
     """Run the sandbox for the ``with`` block, pointing this process's AWS settings at it.
 
     ``write_units`` / ``read_units`` put the capacity emulation in front of
-    DynamoDB Local (per table and second). The servers stop and the environment
-    is restored on exit, also on error or Ctrl-C.
+    DynamoDB Local (per table and second); ``key_range_write_units`` limits each
+    partition key value too, as a hot partition would. The servers stop and the
+    environment is restored on exit, also on error or Ctrl-C.
     """
-    running = start_sandbox(dynamodb_port, moto_port, write_units=write_units, read_units=read_units)
+    running = start_sandbox(
+        dynamodb_port,
+        moto_port,
+        write_units=write_units,
+        read_units=read_units,
+        key_range_write_units=key_range_write_units,
+    )
     saved = {name: os.environ.get(name) for name in (*running.env, *UNSET)}
     try:
         for name in UNSET:
@@ -369,7 +384,12 @@ def _load_state() -> Sandbox | None:
 
 
 def up(
-    dynamodb_port: int = 0, moto_port: int = 0, *, write_units: float = 0, read_units: float = 0
+    dynamodb_port: int = 0,
+    moto_port: int = 0,
+    *,
+    write_units: float = 0,
+    read_units: float = 0,
+    key_range_write_units: float = 0,
 ) -> tuple[Sandbox, bool]:
     """Start the sandbox in the background and remember it for :func:`down`.
 
@@ -386,6 +406,7 @@ def up(
             "moto on port": (moto_port, current.moto.port),
             "write units": (write_units, have["write_units"]),
             "read units": (read_units, have["read_units"]),
+            "key range write units": (key_range_write_units, have["key_range_write_units"]),
         }
         clashes = [
             f"{name} {had:g} (asked for {asked:g})" for name, (asked, had) in wanted.items() if asked and asked != had
@@ -398,6 +419,7 @@ def up(
                     ("moto-port", moto_port),
                     ("write-units", write_units),
                     ("read-units", read_units),
+                    ("key-range-write-units", key_range_write_units),
                 )
                 if value
             )
@@ -408,15 +430,14 @@ def up(
         return current, False
     if current is not None:
         down()
-    running = start_sandbox(
-        dynamodb_port, moto_port, log_dir=state_dir() / "logs", write_units=write_units, read_units=read_units
-    )
+    limits = {"write_units": write_units, "read_units": read_units, "key_range_write_units": key_range_write_units}
+    running = start_sandbox(dynamodb_port, moto_port, log_dir=state_dir() / "logs", **limits)
     state: dict[str, Any] = {
         role: {"name": s.name, "port": s.port, "pid": s.pid, "log": str(s.log), "marker": s.marker}
         for role, s in (("dynamodb", running.dynamodb), ("moto", running.moto), ("proxy", running.proxy))
         if s is not None
     }
-    state["limits"] = {"write_units": write_units, "read_units": read_units}
+    state["limits"] = limits
     _state_file().write_text(json.dumps(state, indent=1))
     return running, True
 
@@ -425,7 +446,7 @@ def _load_limits() -> dict[str, float]:
     """The capacity the running sandbox emulates (0: none)."""
     path = _state_file()
     limits = json.loads(path.read_text()).get("limits", {}) if path.is_file() else {}
-    return {"write_units": float(limits.get("write_units", 0)), "read_units": float(limits.get("read_units", 0))}
+    return {name: float(limits.get(name, 0)) for name in ("write_units", "read_units", "key_range_write_units")}
 
 
 def down() -> Sandbox | None:

@@ -26,6 +26,7 @@ from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import RunView
 from ddbnb.worker.capacity import fresh_values, limits_for
+from ddbnb.worker.hotkeys import range_events
 from ddbnb.worker.lambda_entry import run_event
 
 #: The Lambda limit; the local engine hands each invocation the same budget.
@@ -191,21 +192,31 @@ def run_local(
         max_workers=max_concurrency, mp_context=context, initializer=_init_worker, initargs=(counts, shared)
     )
     try:
-        futures: dict[Future[ChildOutcome], dict[str, Any]] = {
-            pool.submit(run_segment, event, invocation_seconds, session_args, checkpoint_dir): event for event in events
-        }
-        pending = set(futures)
+        futures: dict[Future[ChildOutcome], dict[str, Any]] = {}
+        started = {int(event["segment"]) for event in events}
+
+        def submit(more: list[dict[str, Any]]) -> set[Future[ChildOutcome]]:
+            submitted = {pool.submit(run_segment, e, invocation_seconds, session_args, checkpoint_dir): e for e in more}
+            futures.update(submitted)
+            return set(submitted)
+
+        pending = submit(events)
         while pending:
             done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            _drain(counts, view)
+            reports = _drain(counts, view)
             for future in done:
                 outcome = _outcome(future, futures[future])
                 outcomes.append(outcome)
                 view.done(int(outcome.event["segment"]), outcome.output, outcome.status == "SUCCEEDED")
+                reports.append((int(outcome.event["segment"]), outcome.output or {}))
             stop = next((o for o in outcomes if systemic(o)), None)
             if stop is not None:
                 outcomes += _stop(pool, pending, futures, stop)
                 pending = set()
+            else:  # a scan segment that cut a hot key: its ranges run as segments of their own, at once
+                more = _new_ranges(reports, futures, started)
+                view.total_segments += len(more)
+                pending |= submit(more)
             view.refresh()
         _drain(counts, view)
     except KeyboardInterrupt:
@@ -244,10 +255,29 @@ def _outcome(future: Future[ChildOutcome], event: dict[str, Any]) -> ChildOutcom
         return ChildOutcome(event, "FAILED", _now(), _now(), error="WorkerCrashed", cause=str(exc))
 
 
-def _drain(counts: Any, view: RunView) -> None:
+def _new_ranges(
+    reports: list[tuple[int, dict[str, Any]]], futures: dict[Future[ChildOutcome], dict[str, Any]], started: set[int]
+) -> list[dict[str, Any]]:
+    """The key-range units that segments reported cutting and that have not been started (``started``
+    gains their numbers)."""
+    parents = {int(event["segment"]): event for event in futures.values()}
+    more = []
+    for segment, totals in reports:
+        fresh = [split for split in totals.get("splits") or () if int(split["segment"]) not in started]
+        for event in range_events(parents[segment], fresh):
+            started.add(int(event["segment"]))
+            more.append(event)
+    return more
+
+
+def _drain(counts: Any, view: RunView) -> list[tuple[int, dict[str, Any]]]:
+    """Show the reports the workers sent since the last call; return them."""
+    reports = []
     while True:
         try:
             segment, totals = counts.get_nowait()
         except queue.Empty:
             break
         view.page(segment, totals)
+        reports.append((segment, totals))
+    return reports

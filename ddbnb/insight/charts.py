@@ -9,7 +9,7 @@ run over time at any size.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ddbnb.exceptions import DdbnbError
 from ddbnb.insight.results import page_timeline, slowest_first
@@ -34,6 +34,22 @@ def _save(fig: Figure, run_dir: str | Path | None, name: str) -> Figure:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         fig.savefig(Path(run_dir) / name, dpi=110)
     return fig
+
+
+def _places(results: pd.DataFrame) -> tuple[Any, str, list[str]]:
+    """Where each segment's bar goes, the axis label, and the bars' colours (failed red, key ranges orange).
+
+    Scan segments sit at their numbers; a hot key's ranges, numbered far past them, follow in order."""
+    import numpy as np
+
+    ranges = results["key_range"] if "key_range" in results else np.zeros(len(results), dtype=bool)
+    colors = [
+        "tab:red" if status != "SUCCEEDED" else "tab:orange" if in_range else "tab:blue"
+        for status, in_range in zip(results["status"], ranges, strict=True)
+    ]
+    if not any(ranges):
+        return results["segment"], "segment", colors
+    return np.arange(len(results)), "segment, then the hot keys' ranges (orange)", colors
 
 
 def _integer_axis(ax: Axes, axis: str) -> None:
@@ -76,11 +92,11 @@ def plot_throughput(results: pd.DataFrame, run_dir: str | Path | None = None) ->
         ax.set_title(run_title(run_dir, f"Throughput of {len(results):,} segments"))
         return _save(fig, run_dir, "throughput.png")
     fig, ax = plt.subplots(figsize=(10, 4))
-    colors = ["tab:red" if s != "SUCCEEDED" else "tab:blue" for s in results["status"]]
-    ax.bar(results["segment"], results["items_per_s"].fillna(0), color=colors)
+    places, label, colors = _places(results)
+    ax.bar(places, results["items_per_s"].fillna(0), color=colors)
     median = float(results["items_per_s"].median())
     ax.axhline(median, color="black", linestyle="--", label=f"median {median:,.0f} items/s")
-    ax.set(xlabel="segment", ylabel="items scanned per second", title=run_title(run_dir, "Throughput per segment"))
+    ax.set(xlabel=label, ylabel="items scanned per second", title=run_title(run_dir, "Throughput per segment"))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     _integer_axis(ax, "x")
     return _save(fig, run_dir, "throughput.png")
@@ -98,11 +114,12 @@ def plot_durations(results: pd.DataFrame, run_dir: str | Path | None = None) -> 
         ax.legend(loc="upper right", fontsize=8)
         ax.set(xlabel="seconds", ylabel="segments", title=run_title(run_dir, f"Durations of {len(results):,} segments"))
         return _save(fig, run_dir, "durations.png")
-    ax.bar(results["segment"], results["duration_s"], color="tab:green")
+    places, label, colors = _places(results)
+    ax.bar(places, results["duration_s"], color=["tab:green" if c == "tab:blue" else c for c in colors])
     median = float(results["duration_s"].median())
     ax.axhline(median, color="black", linestyle="--", label=f"median {median:,.1f} s")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    ax.set(xlabel="segment", ylabel="seconds", title=run_title(run_dir, "Segment durations"))
+    ax.set(xlabel=label, ylabel="seconds", title=run_title(run_dir, "Segment durations"))
     _integer_axis(ax, "x")
     return _save(fig, run_dir, "durations.png")
 
@@ -125,8 +142,9 @@ def plot_timeline(results: pd.DataFrame, run_dir: str | Path | None = None) -> F
         ax.set(xlabel="seconds since the run started", ylabel="segments running", title=title)
         return _save(fig, run_dir, "timeline.png")
     fig, ax = plt.subplots(figsize=(10, max(2.5, 0.25 * len(results))))
-    ax.barh(results["segment"], durations, left=offsets, color="tab:purple")
-    ax.set(xlabel="seconds since the run started", ylabel="segment", title=run_title(run_dir, "Timeline"))
+    places, label, colors = _places(results)
+    ax.barh(places, durations, left=offsets, color=["tab:purple" if c == "tab:blue" else c for c in colors])
+    ax.set(xlabel="seconds since the run started", ylabel=label, title=run_title(run_dir, "Timeline"))
     ax.invert_yaxis()
     _integer_axis(ax, "y")
     return _save(fig, run_dir, "timeline.png")

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ddbnb.exceptions import DdbnbError
+from ddbnb.worker.writes import merge_counts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,8 +65,10 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     """Load a run folder into a DataFrame with one row per segment.
 
     Columns: segment, status, the counters, read/write units, pages,
-    invocations, started_at, finished_at, duration_s, items_per_s, error, and
-    timeline (each page's start, end and counts, as the worker recorded them).
+    invocations, started_at, finished_at, duration_s, items_per_s, error,
+    key_range (True for a hot key's sort-key range, run as a segment of its
+    own; these sort after the scan segments), and timeline (each page's
+    start, end and counts, as the worker recorded them).
     """
     import pandas as pd
 
@@ -73,6 +76,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     for entry in result_entries(run_dir):
         event = json.loads(entry["Input"])
         row: dict[str, Any] = {"segment": int(event["segment"]), "status": entry["Status"]}
+        row["key_range"] = bool(event.get("key_range"))
         output = json.loads(entry["Output"]) if entry.get("Output") else {}
         for name in (*COUNTERS, "read_units", "write_units", "pages", "invocations"):
             row[name] = output.get(name, 0)
@@ -187,13 +191,22 @@ def summarize(
     names = (*COUNTERS, *counters)
     totals: dict[str, Any] = {name: 0 for name in names}
     succeeded = 0
+    ranges: set[int] = set()  # key-range units: those the segments cut, and those that ran
+    reasons: dict[str, int] = {}  # throttles by DynamoDB's reason
     for entry in entries:
         output = json.loads(entry["Output"]) if entry.get("Output") else {}
         for name in names:
             totals[name] += int(output.get(name, 0))
         succeeded += entry["Status"] == "SUCCEEDED"
-    totals["segments"] = expected_segments
-    totals["failed_segments"] = expected_segments - succeeded
+        ranges |= {int(split["segment"]) for split in output.get("splits") or ()}
+        merge_counts(reasons, output.get("throttle_reasons") or {})
+        unit = json.loads(entry["Input"])
+        if unit.get("key_range"):
+            ranges.add(int(unit["segment"]))
+    totals["segments"] = expected_segments + len(ranges)
+    totals["key_range_units"] = len(ranges)
+    totals["throttle_reasons"] = reasons
+    totals["failed_segments"] = totals["segments"] - succeeded
     totals["elapsed_s"] = round(elapsed_s, 3)
     totals["items_per_s"] = round(totals["scanned"] / elapsed_s, 1) if elapsed_s > 0 else 0.0
     ok = totals["failed"] == 0 and totals["failed_segments"] == 0

@@ -38,6 +38,9 @@ DECREASE, FLOOR = 0.7, 0.05
 COOLDOWN_S = 0.2
 #: The factor grows back by this much per second of calls at the full budget.
 INCREASE_PER_S = 0.05
+#: What one partition serves per second: where a key range's own bucket starts once DynamoDB says the
+#: range (not the table) is hot (``KeyRangeThroughputExceeded``).
+PARTITION_READ_UNITS, PARTITION_WRITE_UNITS = 3_000.0, 1_000.0
 
 
 #: The refill time of a bucket no call has used yet: it saves nothing up until its first reservation.
@@ -104,6 +107,13 @@ class Bucket:
                 values[2] = max(FLOOR, values[2] * DECREASE)
                 values[3] = now
 
+    def narrow(self, start_rate: float) -> None:
+        """A throttle named this bucket's key range alone: switch it on at ``start_rate`` (one partition's
+        units per second) if it was off, then slow it down like any throttle."""
+        if self.rate <= 0:
+            self.rate = start_rate
+        self.throttled()
+
     def calm(self, units: float) -> None:
         """A call that used ``units`` went through unthrottled: grow back towards the budget (additive increase)."""
         if self.rate <= 0:
@@ -120,10 +130,13 @@ class Bucket:
 
 @dataclass
 class Limits:
-    """The read and the write bucket of one worker."""
+    """The read and the write bucket of one worker (shared by the run), and the worker's own pair for its
+    key range: off until DynamoDB throttles that range alone, then AIMD from one partition's rate."""
 
     read: Bucket
     write: Bucket
+    range_read: Bucket = field(default_factory=lambda: Bucket(0))
+    range_write: Bucket = field(default_factory=lambda: Bucket(0))
 
 
 def limits_for(

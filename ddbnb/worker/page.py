@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ddbnb.worker.capacity import Bucket
+from ddbnb.worker.capacity import PARTITION_WRITE_UNITS, Bucket
 from ddbnb.worker.conditional import (
     Guarded,
     GuardedOutcome,
@@ -39,7 +39,15 @@ from ddbnb.worker.items import deserialize, item_size, matches, write_units
 from ddbnb.worker.journal import JournalWriter, entry, entry_for, item_digest
 from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.wire import WireClient
-from ddbnb.worker.writes import BATCH_SIZE, Backoff, Request, WriteOutcome, is_throttle, write_batch
+from ddbnb.worker.writes import (
+    BATCH_SIZE,
+    Backoff,
+    Request,
+    WriteOutcome,
+    is_throttle,
+    key_range_only,
+    write_batch,
+)
 
 #: How many times an item that keeps changing under the migration is read and written again.
 CONFLICT_ROUNDS = 3
@@ -86,6 +94,7 @@ class PageWriter:
     items_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # rate_limit, in items per second
     write_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # write units per second
     read_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # read units per second (a batch copy's reads)
+    range_bucket: Bucket = field(default_factory=lambda: Bucket(0))  # this worker's key range: off until it is hot
     deadline: float | None = None  # time.time() after which no write call starts
     units_per_item: float = 0.0  # what the last call consumed per item: the next reservation's estimate
     journal: JournalWriter | None = None  # where each page's before-images go, before its writes
@@ -103,25 +112,36 @@ class PageWriter:
         """
         self.items_bucket.acquire(count)
         reserved = count * self.units_per_item
-        self.write_bucket.acquire(reserved)
+        # The worker's own key range first: a worker slowed for a hot range holds none of the run's budget
+        # while it waits.
+        buckets = (self.range_bucket, self.write_bucket)
+        for bucket in buckets:
+            bucket.acquire(reserved)
         if self.past_deadline():
-            self.write_bucket.settle(reserved, 0)
+            for bucket in buckets:
+                bucket.settle(reserved, 0)
             return stalled()  # out of time: the page is read again by the next call
         outcome = send()
-        self.write_bucket.settle(reserved, outcome.write_units)
         done = count - len(outcome.stalled)
         if self.on_call is not None:
             self.on_call(done)
         if outcome.write_units and done:
             self.units_per_item = outcome.write_units / done
-        if not outcome.throttled:
-            self.write_bucket.calm(outcome.write_units)
+        for bucket in buckets:
+            bucket.settle(reserved, outcome.write_units)
+            if not outcome.throttled:
+                bucket.calm(outcome.write_units)
         return outcome
 
-    def _throttled(self, refused: int) -> None:
-        """Writes were refused: slow down, and pace their retry like a first attempt."""
-        self.write_bucket.throttled()
-        self.write_bucket.acquire(refused * self.units_per_item)
+    def _throttled(self, refused: int, reasons: tuple[str, ...]) -> None:
+        """Writes were refused: slow down (only this worker, when DynamoDB said its key range alone is hot;
+        the run otherwise), and pace their retry like a first attempt."""
+        bucket = self.range_bucket if key_range_only(reasons) else self.write_bucket
+        if bucket is self.range_bucket:
+            bucket.narrow(PARTITION_WRITE_UNITS)
+        else:
+            bucket.throttled()
+        bucket.acquire(refused * self.units_per_item)
 
     def send_requests(self, requests: Sequence[Request], pool: ThreadPoolExecutor) -> WriteOutcome:
         """Send BatchWriteItem requests to the target, 25 a call on ``pool``, each call paced; one outcome."""

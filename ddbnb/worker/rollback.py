@@ -127,7 +127,7 @@ class _Rollback:
         self.limits = limits or limits_for(event, budgets=budgets_now(event, facts, facts))
         self.keys = facts.key_names
         self.mode = event.get("write_mode", "conditional")
-        self.read_backoff = Backoff(on_throttle=lambda _: self.limits.read.throttled())
+        self.read_backoff = Backoff(on_throttle=lambda _, __: self.limits.read.throttled())
         self.writer = PageWriter(
             dynamodb=self.dynamodb,
             transform=lambda item: item,  # unused: the writer only paces the rollback's writes

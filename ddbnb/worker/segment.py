@@ -8,9 +8,13 @@ Event (a Map item plus run settings)::
     {table, destination?, segment, total_segments, transform, write_mode,
      version_attribute?, rate_limit, read_units_per_s?, write_units_per_s?,
      limits?: {share, max_read_units, max_write_units, divide},
-     failures_to?, missing_to?, journal?: {to}, cursor?, totals?, page_size?}
+     failures_to?, missing_to?, journal?: {to}, cursor?, totals?, page_size?,
+     hot_items?, key_range?: {key, after, until}}
 
-``write_mode`` defaults to ``"conditional"``. With ``limits`` (the aws engine),
+``write_mode`` defaults to ``"conditional"``. ``hot_items`` makes a scan segment
+cut a partition key past that many items into key-range units
+(:mod:`ddbnb.worker.hotkeys`); an event with ``key_range`` is such a unit and
+reads its range with Query. With ``limits`` (the aws engine),
 each invocation derives its read and write budgets from the tables' capacity
 as it is when it starts, instead of ``read_units_per_s`` / ``write_units_per_s``.
 
@@ -21,7 +25,7 @@ Result::
      stalls, started_at, finished_at, failures: [{key, wire, error}] (bounded),
      timeline: [[began, ended, scanned, written, unchanged, deleted, failed,
      write_units, throttled], ...] (bounded), journal_objects, journal_bytes,
-     missing}
+     missing, passed, splits: [{segment, key, after, until}], key_range?}
 
 ``cursor`` is None when the segment is finished. Otherwise call again with the
 result as ``totals`` and its ``cursor``: counts accumulate across calls.
@@ -49,8 +53,9 @@ from botocore.exceptions import ClientError
 from ddbnb.exceptions import ThrottledError, TransformFailingError
 from ddbnb.worker import params
 from ddbnb.worker.budgets import budgets_now
-from ddbnb.worker.capacity import Bucket, Limits, limits_for
+from ddbnb.worker.capacity import PARTITION_READ_UNITS, Bucket, Limits, limits_for
 from ddbnb.worker.failures import FailureLog
+from ddbnb.worker.hotkeys import HotKeys, cut, in_range, range_query, range_segment
 from ddbnb.worker.items import deserialize, format_key
 from ddbnb.worker.journal import JournalWriter
 from ddbnb.worker.page import PageTally, PageWriter
@@ -58,7 +63,7 @@ from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import shared_client
-from ddbnb.worker.writes import Backoff, call_patiently, is_throttle
+from ddbnb.worker.writes import Backoff, call_patiently, is_throttle, key_range_only, merge_counts
 
 #: Concurrent write calls per worker.
 WRITE_THREADS = 4
@@ -82,6 +87,7 @@ COUNTERS = (
     "journal_objects",
     "journal_bytes",
     "missing",
+    "passed",
 )
 
 
@@ -91,7 +97,11 @@ def validate_event(event: Mapping[str, Any]) -> None:
     if event.get("destination") is not None:
         params.check_table_name("destination", event.get("destination"))
     total = params.check_total_segments(event.get("total_segments"))
-    params.check_int("segment", event.get("segment"), 0, total - 1)
+    if event.get("key_range"):  # a key-range unit: numbered past the scan segments
+        params.check_int("segment", event.get("segment"), total)
+    else:
+        params.check_int("segment", event.get("segment"), 0, total - 1)
+    params.check_int("hot_items", event.get("hot_items") or 0, 0)
     params.check_choice("write_mode", event.get("write_mode", "conditional"), params.WRITE_MODES)
     params.check_attribute("version_attribute", event.get("version_attribute") or "")
     params.check_rate("rate_limit", event.get("rate_limit", 0))
@@ -122,6 +132,11 @@ def start_result(event: Mapping[str, Any]) -> dict[str, Any]:
     result["started_at"] = totals.get("started_at") or now()
     result["failures"] = list(totals.get("failures", []))
     result["timeline"] = [list(entry) for entry in totals.get("timeline", [])]
+    result["splits"] = [dict(split) for split in totals.get("splits", [])]
+    result["cut_read_units"] = float(totals.get("cut_read_units", 0.0))
+    result["throttle_reasons"] = dict(totals.get("throttle_reasons") or {})
+    if event.get("key_range"):
+        result["key_range"] = event["key_range"]
     return result
 
 
@@ -176,8 +191,11 @@ class SegmentWork:
             items_bucket=Bucket(float(event.get("rate_limit", 0) or 0)),
             write_bucket=self.limits.write,
             read_bucket=self.limits.read,
+            range_bucket=self.limits.range_write,
         )
         self.result = start_result(event)
+        self.key_names = source.key_names
+        self.hot = HotKeys.for_event(event, source.key_names, self.result["splits"])
         self.failures = FailureLog(self.result, event.get("failures_to"), boto3_session)
         self.on_page: Callable[[dict[str, Any]], None] | None = None
         self.in_page = 0  # items of the page being written that their calls have settled
@@ -187,6 +205,14 @@ class SegmentWork:
         journal_to = (event.get("journal") or {}).get("to")
         if journal_to:
             self.writer.journal = JournalWriter(journal_to, int(event["segment"]), boto3_session)
+
+    def add_throttles(self) -> None:
+        """Add this invocation's throttled reads, and its throttles by reason, to the result."""
+        self.result["throttled"] += self.read_throttles
+        for backoff in (self.read_backoff, self.writer.backoff):
+            merge_counts(self.result["throttle_reasons"], backoff.reasons)
+        self.read_throttles = 0
+        self.read_backoff.reasons, self.writer.backoff.reasons = {}, {}
 
     def report(self, in_page: int = 0) -> None:
         """Tell ``on_page`` the running totals; ``in_page`` items of the current page are counted as handled."""
@@ -204,37 +230,94 @@ class SegmentWork:
             if time.monotonic() - self.reported >= PROGRESS_S:
                 self.report(self.in_page)
 
-    def _read_throttled(self, _: int) -> None:
-        """A Scan was throttled: slow reads down, and pace its retry like a first attempt."""
-        self.limits.read.throttled()
-        self.limits.read.acquire(self.read_estimate)
+    def _read_throttled(self, _: int, reasons: tuple[str, ...]) -> None:
+        """A read was throttled: slow reads down (only this worker's, when DynamoDB said its key range
+        alone is hot), and pace its retry like a first attempt."""
+        if key_range_only(reasons):
+            self.limits.range_read.narrow(PARTITION_READ_UNITS)
+            self.limits.range_read.acquire(self.read_estimate)
+        else:
+            self.limits.read.throttled()
+            self.limits.read.acquire(self.read_estimate)
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
-        """Scan one page from ``cursor``; its read units count now, its items once it is processed."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Segment": self.event["segment"],
-            "TotalSegments": self.event["total_segments"],
-            "ReturnConsumedCapacity": "TOTAL",
-        }
-        if cursor:
-            kwargs["ExclusiveStartKey"] = cursor
+        """Read one page from ``cursor`` (Scan, or Query for a key-range unit); its read units count now,
+        its items once it is processed."""
+        if self.event.get("key_range"):
+            kwargs = {**range_query(self.event, self.key_names, cursor), "ReturnConsumedCapacity": "TOTAL"}
+            operation = "Query"
+        else:
+            kwargs = {
+                "TableName": self.table,
+                "Segment": self.event["segment"],
+                "TotalSegments": self.event["total_segments"],
+                "ReturnConsumedCapacity": "TOTAL",
+            }
+            if cursor:
+                kwargs["ExclusiveStartKey"] = cursor
+            operation = "Scan"
         if self.event.get("page_size"):
             kwargs["Limit"] = self.event["page_size"]
-        self.limits.read.acquire(self.read_estimate)
+        return self.read(operation, kwargs)
+
+    def read(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Send one read (``operation``: Scan or Query), paced by the read budget and retried under
+        throttling; its read units count now."""
+        buckets = (self.limits.range_read, self.limits.read)  # its own range first, as for writes
+        for bucket in buckets:
+            bucket.acquire(self.read_estimate)
         try:
-            page, throttled = call_patiently(lambda: self.dynamodb.call("Scan", kwargs), self.read_backoff)
+            page, throttled = call_patiently(lambda: self.dynamodb.call(operation, kwargs), self.read_backoff)
         except ClientError:
-            self.limits.read.settle(self.read_estimate, 0)
+            for bucket in buckets:
+                bucket.settle(self.read_estimate, 0)
             raise
         units = float(page.get("ConsumedCapacity", {}).get("CapacityUnits", 0))
-        self.limits.read.settle(self.read_estimate, units)
+        for bucket in buckets:
+            bucket.settle(self.read_estimate, units)
+            if not throttled:
+                bucket.calm(units)
         self.read_estimate = units
         self.result["read_units"] += units
         self.read_throttles += throttled
-        if not throttled:
-            self.limits.read.calm(units)
         return page
+
+    def sift(self, page: dict[str, Any]) -> tuple[list[dict[str, Any]], int, dict[str, Any] | None]:
+        """A page's items to handle, the items left to key ranges, and the cursor to go on from."""
+        items, cursor = page.get("Items", []), page.get("LastEvaluatedKey")
+        if self.event.get("key_range"):
+            kept = in_range(self.event, self.key_names, items)
+            return kept, len(items) - len(kept), cursor
+        if self.hot is None:
+            return items, 0, cursor
+        sifted = self.hot.sift(items)
+        if sifted.hot is not None:
+            last = self.split(sifted.hot, sifted.last_handled)
+            pk, sk = self.hot.key_names
+            if cursor and items[-1].get(pk) == sifted.hot[pk]:  # the page ends in the key: jump past it
+                cursor = {pk: sifted.hot[pk], sk: last}
+        return sifted.items, sifted.passed, cursor
+
+    def split(self, hot: dict[str, Any], last_handled: dict[str, Any] | None) -> Any:
+        """Cut the rest of ``hot``'s partition key into key-range units (recorded in the result's
+        ``splits``); return the last sort key the cut read."""
+        assert self.hot is not None
+        units_before = self.result["read_units"]
+        ranges, last, _ = cut(
+            lambda kwargs: self.read("Query", kwargs),
+            self.table,
+            self.hot.key_names,
+            hot,
+            last_handled,
+            self.hot.hot_items * 2,
+        )
+        self.result["cut_read_units"] += self.result["read_units"] - units_before
+        first = len(self.result["splits"])
+        total = int(self.event["total_segments"])
+        for index, unit in enumerate(ranges, first):
+            self.result["splits"].append({"segment": range_segment(int(self.event["segment"]), index, total), **unit})
+        self.hot.cut_keys.append(ranges[0]["key"])
+        return last
 
     def count(self, tally: PageTally, scanned: int, began: float) -> None:
         """Add a page's tally (processed from ``began``, a ``time.time()``, until now) to the totals and the
@@ -327,8 +410,7 @@ def process_segment(
                 stalled = True  # reads throttled for every retry: this page is read again later
                 ahead = None
                 break
-            items = page.get("Items", [])
-            next_cursor = page.get("LastEvaluatedKey")
+            items, passed, next_cursor = work.sift(page)
             # Read the next page while this one is transformed and written.
             ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
             work.in_page = 0
@@ -340,8 +422,10 @@ def process_segment(
                 else:
                     stalled = True
                 break
+            work.result["passed"] += passed
             work.check_not_failing_everything(tally)
             cursor = next_cursor
+            work.add_throttles()  # so the checkpoint and the live view have them by reason
             if checkpoint is not None:
                 work.failures.flush()
                 checkpoint({**work.result, "cursor": cursor, "finished_at": now()})
@@ -353,7 +437,7 @@ def process_segment(
         if ahead is not None:
             ahead.exception()  # read ahead but not processed: the cursor still points before it
     work.failures.flush()
-    work.result["throttled"] += work.read_throttles
+    work.add_throttles()
     if stalled:
         work.result["stalls"] += 1
         if work.result["stalls"] >= MAX_STALLS:
@@ -384,6 +468,7 @@ def process_keys(
     missing.add([missing.entry(key, "missing: no item has this key any more (deleted since?)") for key in gone])
     work.failures.flush()
     missing.flush()
+    work.add_throttles()
     work.result["finished_at"] = now()
     return work.result
 

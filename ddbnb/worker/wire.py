@@ -41,6 +41,7 @@ CONNECTION_ATTEMPTS = 8
 
 _METHODS = {
     "Scan": "scan",
+    "Query": "query",
     "BatchWriteItem": "batch_write_item",
     "PutItem": "put_item",
     "DeleteItem": "delete_item",

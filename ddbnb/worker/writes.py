@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,6 +35,14 @@ THROTTLE_CODES = frozenset(
     }
 )
 
+#: The limit type of a throttle that names one hot partition (a key range), not a whole table or index.
+KEY_RANGE = "KeyRangeThroughputExceeded"
+#: How a whole call throttled without ``ThrottlingReasons`` is counted (DynamoDB Local, older endpoints).
+UNNAMED = "unnamed"
+#: How a call that went through in part is counted: some of its requests came back unprocessed, or as
+#: statement errors, which carry no reasons. The table took the rest, so the refusal was not table-wide.
+PARTIAL = "partial"
+
 Request = dict[str, Any]
 T = TypeVar("T")
 
@@ -52,21 +60,45 @@ class Backoff:
     cap: float = 5.0
     attempts: int = 12
     sleep: Callable[[float], None] = time.sleep
-    on_throttle: Callable[[int], None] = lambda refused: None
+    on_throttle: Callable[[int, tuple[str, ...]], None] = lambda refused, reasons: None
+    reasons: dict[str, int] = field(default_factory=dict)  # throttles by DynamoDB's reason (or UNNAMED)
 
     def wait(self, attempt: int) -> None:
         """Sleep before retry number ``attempt`` (0-based)."""
         self.sleep(random.uniform(0, min(self.cap, self.base * 2**attempt)))
 
-    def throttled(self, attempt: int, refused: int = 1) -> None:
-        """A call was throttled, or ``refused`` requests of it were left unprocessed: tell the pacing, back off."""
-        self.on_throttle(refused)
+    def throttled(self, attempt: int, refused: int = 1, reasons: tuple[str, ...] = ()) -> None:
+        """A call was throttled (for ``reasons``, when DynamoDB named them), or ``refused`` requests of it were
+        left unprocessed: count it, tell the pacing, back off."""
+        for reason in reasons or (UNNAMED,):
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        self.on_throttle(refused, reasons)
         self.wait(attempt)
 
 
 def is_throttle(exc: ClientError) -> bool:
     """Whether DynamoDB answered ``exc`` to say: not now, try again later."""
     return exc.response.get("Error", {}).get("Code", "") in THROTTLE_CODES
+
+
+def throttle_reasons(exc: ClientError) -> tuple[str, ...]:
+    """Why DynamoDB throttled ``exc``: each ``ThrottlingReasons`` entry's ``reason``
+    (``<Table|Index><Read|Write><LimitType>``); empty when it named none."""
+    listed = exc.response.get("ThrottlingReasons") or exc.response.get("throttlingReasons") or []
+    return tuple(str(entry.get("reason")) for entry in listed if isinstance(entry, dict) and entry.get("reason"))
+
+
+def key_range_only(reasons: tuple[str, ...]) -> bool:
+    """Whether a throttle was for hot partitions alone (DynamoDB said so, or took the rest of the call):
+    the caller's own key range should slow down, not the run's shared rate."""
+    return bool(reasons) and all(reason.endswith(KEY_RANGE) or reason == PARTIAL for reason in reasons)
+
+
+def merge_counts(into: dict[str, int], more: Mapping[str, int]) -> dict[str, int]:
+    """Add the counts of ``more`` to ``into``; return ``into``."""
+    for name, count in more.items():
+        into[name] = into.get(name, 0) + int(count)
+    return into
 
 
 def call_patiently(send: Callable[[], T], backoff: Backoff) -> tuple[T, int]:
@@ -80,7 +112,7 @@ def call_patiently(send: Callable[[], T], backoff: Backoff) -> tuple[T, int]:
         except ClientError as exc:
             if not is_throttle(exc) or attempt + 1 == backoff.attempts:
                 raise
-            backoff.throttled(attempt)
+            backoff.throttled(attempt, reasons=throttle_reasons(exc))
     raise AssertionError("backoff.attempts must be at least 1")
 
 
@@ -141,15 +173,16 @@ def retry_until_stalled(
             if not is_throttle(exc):
                 raise
             throttled += 1
-            backoff.throttled(attempt, len(left))
+            backoff.throttled(attempt, len(left), throttle_reasons(exc))
             attempt += 1
             continue
         if unsent:
             throttled += 1
-        attempt = attempt + 1 if len(unsent) == len(left) else 0
+        progressed = len(unsent) < len(left)
+        attempt = 0 if progressed else attempt + 1
         left = unsent
         if left:
-            backoff.throttled(attempt, len(left))
+            backoff.throttled(attempt, len(left), (PARTIAL,) if progressed else ())
     return left, throttled
 
 
@@ -200,7 +233,7 @@ def write_singly(dynamodb: WireClient, table: str, requests: Sequence[Request], 
                 if error.get("Code") in THROTTLE_CODES:
                     outcome.throttled += 1
                     if attempt < backoff.attempts:
-                        backoff.throttled(attempt)
+                        backoff.throttled(attempt, reasons=throttle_reasons(exc))
                         continue
                     outcome.stalled.append(request)
                     break

@@ -119,6 +119,11 @@ def test_the_run_view_sums_segments_and_measures_the_rates_now(monkeypatch, caps
     line = capsys.readouterr().err.splitlines()[-1]
     assert line.startswith("scanned 4,500/10,000, written 4,000, unchanged 500, deleted 0, failed 0;")
     assert "segments 1 done (0 failed), 1 running, 2 left, ETA 18 s" in line
+    # Throttles by DynamoDB's reason, as the workers report them, most first.
+    view.page(2, {"scanned": 1_200, "throttled": 3, "throttle_reasons": {"partial": 1, "TableWriteKeyRange": 2}})
+    view.page(3, {"scanned": 10, "throttled": 1, "throttle_reasons": {"TableWriteKeyRange": 1}})
+    assert view.state()["throttle_reasons"] == "TableWriteKeyRange 3, partial 1"
+    assert "throttled 6 (TableWriteKeyRange 3, partial 1); segments" in view.line()
 
 
 def test_the_widget_draws_a_table_and_a_bar_per_running_segment(monkeypatch):
