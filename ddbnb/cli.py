@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument(
         "--no-journal", action="store_true", help="keep no before-images (then `ddbnb rollback` cannot undo the run)"
     )
+    mig.add_argument(
+        "--no-split-hot-keys",
+        action="store_true",
+        help="keep each partition key's items in one segment, however many (by default a hot key is cut into ranges)",
+    )
 
     res = commands.add_parser(
         "results", parents=[talk], help="run 04_results: the segments, charts (PNG) and an HTML report in the folder"
@@ -352,6 +357,7 @@ def _migrate(args: argparse.Namespace) -> None:
         "tolerated_failure_percentage": args.tolerated_failure_percentage,
         "tolerated_failure_count": args.tolerated_failure_count,
         "journal": not args.no_journal,
+        "split_hot_keys": not args.no_split_hot_keys,
     }
     params.check_share("--max-failed-share", args.max_failed_share)
     params.check_percentage("--tolerated-failure-percentage", args.tolerated_failure_percentage)
@@ -363,6 +369,7 @@ def _migrate(args: argparse.Namespace) -> None:
         prewarm_read_units=args.prewarm_read_units,
         prewarm_write_units=args.prewarm_write_units,
         journal=not args.no_journal,
+        split_hot_keys=not args.no_split_hot_keys,
     )
     if args.execute and not args.no_require_dry_run:
         check_dry_run(plan, parameters["run_dir"])  # refused here: no kernel, no folder, no notebook

@@ -283,7 +283,7 @@ def _run_local(
             progress=progress,
             checkpoint_dir=str(folder.path),
             carried=[saved for saved in unfinished.values() if saved["cursor"] is None],
-            total_segments=plan.total_segments,
+            total_segments=len(planned),  # the scan segments and the key ranges known so far
         )
     except KeyboardInterrupt:
         folder.mark("INTERRUPTED", table=plan.table.name, total_segments=plan.total_segments)

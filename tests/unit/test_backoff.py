@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from ddbnb.worker.writes import Backoff, call_patiently
+from ddbnb.worker.writes import PARTIAL, UNNAMED, Backoff, call_patiently, key_range_only, retry_until_stalled
 
 
 def test_backoff_is_capped_and_jittered():
@@ -18,13 +18,18 @@ def test_backoff_is_capped_and_jittered():
     assert len(set(waits)) > 5
 
 
-def _error(code: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "m"}}, "Scan")
+def _error(code: str, reasons: list[dict[str, str]] | None = None) -> ClientError:
+    response: dict[str, object] = {"Error": {"Code": code, "Message": "m"}}
+    if reasons:
+        response["ThrottlingReasons"] = reasons
+    return ClientError(response, "Scan")  # type: ignore[arg-type]
 
 
-def test_a_throttled_call_is_retried_and_each_throttle_is_told_once():
-    told: list[int] = []
-    answers: list[object] = [_error("ProvisionedThroughputExceededException"), _error("ThrottlingException"), "ok"]
+def test_a_throttled_call_is_retried_and_each_throttle_is_told_once_with_its_reasons():
+    told: list[tuple[int, tuple[str, ...]]] = []
+    hot = {"reason": "TableWriteKeyRangeThroughputExceeded", "resource": "arn:aws:dynamodb:r:1:table/t"}
+    answers: list[object] = [_error("ProvisionedThroughputExceededException", [hot]), _error("ThrottlingException")]
+    answers.append("ok")
 
     def send() -> object:
         answer = answers.pop(0)
@@ -32,9 +37,26 @@ def test_a_throttled_call_is_retried_and_each_throttle_is_told_once():
             raise answer
         return answer
 
-    backoff = Backoff(attempts=5, sleep=lambda _: None, on_throttle=told.append)
+    backoff = Backoff(attempts=5, sleep=lambda _: None, on_throttle=lambda n, why: told.append((n, why)))
     assert call_patiently(send, backoff) == ("ok", 2)
-    assert len(told) == 2
+    assert told == [(1, ("TableWriteKeyRangeThroughputExceeded",)), (1, ())]
+    assert backoff.reasons == {"TableWriteKeyRangeThroughputExceeded": 1, UNNAMED: 1}
+    assert key_range_only(told[0][1]) and not key_range_only(told[1][1])
+    assert not key_range_only(("IndexWriteProvisionedThroughputExceeded", "TableWriteKeyRangeThroughputExceeded"))
+
+
+def test_a_batch_refused_in_part_is_a_key_range_signal_and_one_refused_whole_is_not():
+    told: list[tuple[str, ...]] = []
+    backoff = Backoff(attempts=5, sleep=lambda _: None, on_throttle=lambda _, why: told.append(why))
+    left_over = [["b", "c"], ["b", "c"], []]  # 1 of 3 went through; then none; then the rest
+
+    def send(pending: list[str]) -> list[str]:
+        return left_over.pop(0)
+
+    stalled, throttled = retry_until_stalled(["a", "b", "c"], send, backoff)
+    assert (stalled, throttled) == ([], 2)
+    assert told == [(PARTIAL,), ()]
+    assert key_range_only(told[0]) and backoff.reasons == {PARTIAL: 1, UNNAMED: 1}
 
 
 def test_other_errors_and_endless_throttling_reach_the_caller():

@@ -69,6 +69,7 @@ CONTRACT: dict[str, set[str]] = {
         "tolerated_failure_count",
         "journal",
         "follow",
+        "split_hot_keys",
     },
     "04_results": {"run_dir"},
     "05_rollback": {
