@@ -25,7 +25,7 @@ from ddbnb.plan import Plan, choose_segments, plan_migration
 from ddbnb.worker import journal, params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
-from ddbnb.worker.items import deserialize, format_key, item_size, matches
+from ddbnb.worker.items import deserialize, format_key, item_size, matches, write_units
 from ddbnb.worker.streams import Stream, stream_problems
 from ddbnb.worker.tables import point_in_time_recovery
 from ddbnb.worker.transforms import Transform, load_transform, transform_digest
@@ -76,6 +76,24 @@ _COLORS = {
     "type_changed": "#f3e8fd",
     "deleted": "#fce8e6",
 }
+
+
+def _index_units(plan: Plan, before: dict[str, Any], after: dict[str, Any] | None, size: int) -> float:
+    """The write units one sampled write costs the written table's GSIs: a put on each index that holds a
+    changed attribute (a delete and a put when it is the index's key); a delete on each index that held a
+    deleted item; for a copy, a put on each index whose keys the new item has."""
+    target = plan.destination_table or plan.table
+    units = 0.0
+    for index in target.indexes:
+        one = 1.0 if index.projection == "KEYS_ONLY" else float(write_units(size))
+        if after is None:
+            units += one if all(k in before for k in index.keys) else 0.0
+        elif plan.destination:
+            units += one if all(k in after for k in index.keys) else 0.0
+        else:
+            changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+            units += one * index.writes_for(changed)
+    return units
 
 
 def _show(value: Any) -> str:
@@ -312,6 +330,7 @@ def dry_run(
     changes: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []
     read_bytes = written_bytes = 0
+    index_units = 0.0  # what the sampled writes cost the written table's GSIs
     targets: dict[str, dict[str, Any]] = {}  # destination key -> the source key that maps to it
     journaled: list[dict[str, Any]] = []  # what the journal would keep of the sampled writes
     spent = 0.0  # seconds in the transform (and the item conversions around it), as the worker spends them
@@ -331,6 +350,7 @@ def dry_run(
             findings.append(_finding(key, "key_collision", f"the same destination key as item {json.dumps(earlier)}"))
         elif verdict.action == DELETE:
             counts["deleted"] += 1
+            index_units += _index_units(plan, verdict.before, None, item_size(raw))
             if not destination_table_name:  # a copy leaves it out: nothing to journal
                 journaled.append(journal.entry_for(raw, None, facts.key_names, (), in_place=True))
             changes.append({"key": json.dumps(key), "path": "*", "change": "deleted", "before": "", "after": ""})
@@ -339,6 +359,7 @@ def dry_run(
         else:
             counts["changed"] += 1
             written_bytes += verdict.size
+            index_units += _index_units(plan, verdict.before, verdict.after, verdict.size)
             in_place = not destination_table_name
             journaled.append(journal.entry_for(raw, verdict.wire, facts.key_names, plan.target_keys, in_place))
             if verdict.size > NEAR_LIMIT_BYTES:
@@ -379,6 +400,7 @@ def dry_run(
         journal_entry_bytes=len(journal.encode(journaled)) / len(journaled) if journaled else 0.0,
         transform_ms=spent * 1000 / sampled,
         workers=plan.max_concurrency,
+        index_write_units_per_item=index_units / sampled,
     )
     findings += _stream_findings(plan, planned)
     report = DryRun(

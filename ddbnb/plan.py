@@ -193,8 +193,15 @@ def after_prewarm(facts: TableFacts, read_units: int, write_units: int) -> Table
             warm_read_units=max(facts.warm_read_units, read_units),
             warm_write_units=max(facts.warm_write_units, write_units),
         )
+    indexes = tuple(  # pre-warm raises the written table's provisioned GSIs' writes with it
+        replace(index, write_capacity=max(index.write_capacity, write_units)) if index.write_capacity else index
+        for index in facts.indexes
+    )
     return replace(
-        facts, read_capacity=max(facts.read_capacity, read_units), write_capacity=max(facts.write_capacity, write_units)
+        facts,
+        read_capacity=max(facts.read_capacity, read_units),
+        write_capacity=max(facts.write_capacity, write_units),
+        indexes=indexes,
     )
 
 

@@ -57,6 +57,7 @@ class Estimate:
     transform_ms: float = 0.0  # the transform's time per item, measured on the sample
     workers: int = 1
     bound_by: str = "writes"  # what sets the duration: writes, reads or the transform
+    index_write_units: float = 0.0  # what the writes cost the written table's GSIs (in write_units' terms)
     prices: str = PRICES_AS_OF
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,12 +67,17 @@ class Estimate:
     def __str__(self) -> str:
         return (
             f"Estimate for ~{self.items:,} items ({self.changed_share:.0%} written): "
-            f"{self.read_units:,.0f} read units, {self.write_units:,.0f} write units, "
+            f"{self.read_units:,.0f} read units, {self.write_units:,.0f} write units{self.index_note}, "
             f"~{format_duration(self.duration_s)} ({self.pace_note}); {self.cost_note}; "
             f"aws engine ({count_of(self.aws_segments, 'segment')}) adds {self.lambda_gb_seconds:,.0f} Lambda GB-s "
             f"and {self.state_transitions:,} state transitions (${self.aws_engine_cost:,.2f}). "
             f"{self.journal_note} Prices: {self.prices}."
         )
+
+    @property
+    def index_note(self) -> str:
+        """What the writes cost the GSIs ("" when nothing)."""
+        return f" (+{self.index_write_units:,.0f} on GSIs)" if self.index_write_units else ""
 
     @property
     def pace_note(self) -> str:
@@ -127,6 +133,7 @@ def estimate(
     journal_entry_bytes: float = 0.0,
     transform_ms: float = 0.0,
     workers: int = 1,
+    index_write_units_per_item: float = 0.0,
 ) -> Estimate:
     """Estimate units, duration and cost.
 
@@ -138,6 +145,8 @@ def estimate(
     written item, in one object per Scan page that writes. A transform that
     takes ``transform_ms`` per item (timed on the sample) runs on ``workers``
     processes at once: when that is slower than the table, it sets the pace.
+    ``index_write_units_per_item`` (from the sample) is what the writes cost the
+    written table's GSIs; on demand it is billed like the table's writes.
     """
     read_units = item_count * average_item_bytes / 4096 * 0.5
     writes = item_count * written_share
@@ -179,7 +188,7 @@ def estimate(
         write_rate=write_rate,
         duration_s=duration,
         on_demand_cost=read_units / 1e6 * ON_DEMAND_PER_MILLION_READS
-        + write_units / 1e6 * ON_DEMAND_PER_MILLION_WRITES,
+        + (write_units + item_count * index_write_units_per_item) / 1e6 * ON_DEMAND_PER_MILLION_WRITES,
         provisioned_cost=provisioned,
         lambda_gb_seconds=gb_seconds,
         state_transitions=transitions,
@@ -192,4 +201,5 @@ def estimate(
         transform_ms=transform_ms,
         workers=workers,
         bound_by=bound_by,
+        index_write_units=item_count * index_write_units_per_item,
     )

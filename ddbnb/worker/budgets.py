@@ -61,7 +61,28 @@ def capacity_limits(
             )
         else:
             budgets.append(0.0)
+    if not max_write:  # an absolute cap is the operator's word; otherwise the provisioned GSIs bound writes too
+        budgets[1] = _index_bound(target, share, budgets[1], reasons)
     return budgets[0], budgets[1], reasons
+
+
+def _index_bound(target: TableFacts, share: float, budget: float, reasons: list[str]) -> float:
+    """The write budget within the same share of each provisioned GSI of ``target``: a write to the table
+    may write each of them too, and a GSI out of capacity throttles the table's writes."""
+    for index in target.indexes:
+        if not index.write_capacity or target.billing_mode == "PAY_PER_REQUEST":
+            continue
+        bound = max(1.0, index.write_capacity * share) if share else float(index.write_capacity)
+        if budget and bound >= budget:
+            continue
+        budget = bound
+        of = f"capacity_share {share:g} of " if share else "all of "
+        reasons.append(
+            f"write limit {bound:,.0f} units/s: {of}GSI {index.name!r}'s {index.write_capacity:,} provisioned "
+            f"write units (each write to {target.name!r} may write the index too; when the transform changes none "
+            "of the attributes it holds, max_write_units lifts this)"
+        )
+    return budget
 
 
 def budgets_now(event: Mapping[str, Any], source: TableFacts, target: TableFacts) -> tuple[float, float] | None:

@@ -15,6 +15,26 @@ from ddbnb.worker.streams import stream_of
 
 
 @dataclass(frozen=True)
+class IndexFacts:
+    """What DescribeTable says about one global secondary index."""
+
+    name: str
+    keys: tuple[str, ...]
+    projection: str = "ALL"  # ALL, KEYS_ONLY or INCLUDE
+    attributes: tuple[str, ...] = ()  # INCLUDE's non-key attributes
+    write_capacity: int = 0  # provisioned write units (0: on demand)
+
+    def writes_for(self, changed: set[str]) -> int:
+        """The index writes one item write costs when it changes the attributes ``changed``: 0 when the index
+        holds none of them, 2 when one is the index's key (a delete and a put), else 1."""
+        if changed & set(self.keys):
+            return 2
+        if self.projection == "ALL" and changed:
+            return 1
+        return 1 if changed & set(self.attributes) else 0
+
+
+@dataclass(frozen=True)
 class TableFacts:
     """What DescribeTable says about a table."""
 
@@ -32,6 +52,7 @@ class TableFacts:
     warm_write_units: int = 0
     stream_arn: str = ""  # the table's stream, when it has one on
     stream_view_type: str = ""  # what its records carry: KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES
+    indexes: tuple[IndexFacts, ...] = ()  # its global secondary indexes
 
     @property
     def key_schema(self) -> dict[str, str]:
@@ -110,4 +131,16 @@ def table_facts(dynamodb: Any, table_name: str, parameter: str = "table_name") -
         warm_write_units=int(warm.get("WriteUnitsPerSecond", 0)),
         stream_arn=stream.arn,
         stream_view_type=stream.view_type,
+        indexes=tuple(_index_facts(index) for index in table.get("GlobalSecondaryIndexes", [])),
+    )
+
+
+def _index_facts(index: dict[str, Any]) -> IndexFacts:
+    projection = index.get("Projection", {})
+    return IndexFacts(
+        name=index["IndexName"],
+        keys=tuple(k["AttributeName"] for k in index.get("KeySchema", [])),
+        projection=projection.get("ProjectionType", "ALL"),
+        attributes=tuple(projection.get("NonKeyAttributes", [])),
+        write_capacity=int(index.get("ProvisionedThroughput", {}).get("WriteCapacityUnits", 0)),
     )
