@@ -221,9 +221,12 @@ def test_following_in_place_converts_what_an_old_application_writes_after_the_sc
     assert followed["unchanged"] >= followed["written"]
     assert {item.get("flag") for item in scan_all(dynamodb, table).values()} == {"v2"}
     assert main(["verify", str(run_dir)]) == 0
-    assert main(["follow", str(run_dir)]) == 0  # from where the last one stopped: nothing new
+    assert main(["follow", str(run_dir)]) == 0  # from where the last one stopped: nothing new to write
     again = RunFolder(run_dir).follow_summary()
-    assert (again["records"], again["written"], again["status"]) == (0, 0, "CAUGHT_UP")
+    assert (again["written"], again["failed"], again["status"]) == (0, 0, "CAUGHT_UP")
+    # what it reads are at most the records of the first follow's own last writes, which may reach the stream
+    # after that one had caught up (a clean-clone run saw 77 once): nothing of them is written again
+    assert again["records"] <= followed["written"]
     story = run_status(run_dir)
     assert story.count("follow 20") == 2 and "not migrated 0" in story and "MATCHES" in story and "DIFFERS" in story
 
