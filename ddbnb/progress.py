@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ddbnb.worker.writes import merge_counts
+
 MODES = ("widget", "bar", "lines", "off")
 #: Seconds between two text lines.
 DEFAULT_INTERVAL_S = 10.0
@@ -273,8 +275,7 @@ class RunView:
         """Throttles by DynamoDB's reason so far, most first ("" when none was reported)."""
         summed: dict[str, int] = {}
         for totals in self.latest.values():
-            for reason, count in (totals.get("throttle_reasons") or {}).items():
-                summed[reason] = summed.get(reason, 0) + int(count)
+            merge_counts(summed, totals.get("throttle_reasons") or {})
         return ", ".join(f"{reason} {count:,}" for reason, count in sorted(summed.items(), key=lambda kv: -kv[1]))
 
     def line(self, state: dict[str, Any] | None = None) -> str:

@@ -125,20 +125,32 @@ def charged_write_units(operation: str, body: dict[str, Any]) -> dict[str, float
     if operation == "BatchWriteItem":
         for table, requests in body.get("RequestItems", {}).items():
             for request in requests:
-                put = request.get("PutRequest", {}).get("Item")
-                add(table, item_size(put) if put else item_size(request.get("DeleteRequest", {}).get("Key", {})))
+                add(table, item_size(_batch_image(request)))
     elif operation in ("BatchExecuteStatement", "ExecuteStatement"):
         statements = body.get("Statements") or [body]
         for statement in statements:
             match = _TABLE_IN_STATEMENT.search(statement.get("Statement", ""))
             if match:
-                params = statement.get("Parameters", [])
-                add(match.group(1).replace('""', '"'), sum(item_size({"p": p}) for p in params))
+                add(match.group(1).replace('""', '"'), _statement_bytes(statement))
     else:
-        item = body.get("Item") or body.get("Key") or {}
-        extra = body.get("ExpressionAttributeValues", {})
-        add(body.get("TableName", ""), item_size(item) + item_size(extra))
+        add(body.get("TableName", ""), _item_call_bytes(body))
     return costs
+
+
+def _batch_image(request: dict[str, Any]) -> dict[str, Any]:
+    """What a BatchWriteItem request writes: the item put, or the key deleted."""
+    image: dict[str, Any] = request.get("PutRequest", {}).get("Item") or request.get("DeleteRequest", {}).get("Key", {})
+    return image
+
+
+def _statement_bytes(statement: dict[str, Any]) -> int:
+    """A PartiQL write's size, estimated from its parameters."""
+    return sum(item_size({"p": p}) for p in statement.get("Parameters", []))
+
+
+def _item_call_bytes(body: dict[str, Any]) -> int:
+    """A PutItem, UpdateItem or DeleteItem call's size, estimated from its item or key and its values."""
+    return item_size(body.get("Item") or body.get("Key") or {}) + item_size(body.get("ExpressionAttributeValues", {}))
 
 
 def read_units(body: dict[str, Any], response: dict[str, Any]) -> float:
@@ -248,7 +260,7 @@ class CapacityProxy:
         with buckets.lock:
             by_second = dict(buckets.by_second)
         if excluding_key is not None:
-            hot = self.key_ranges.get((table, json.dumps(excluding_key, sort_keys=True)))
+            hot = self.key_ranges.get(_range_key(table, excluding_key))
             for second, units in (hot.by_second if hot else {}).items():
                 by_second[second] = by_second.get(second, 0.0) - units
             by_second = {second: units for second, units in by_second.items() if units > 1e-9}
@@ -262,11 +274,11 @@ class CapacityProxy:
 
     def key_range_stats(self, table: str, key: Any) -> dict[str, float]:
         """What the partition key ``key`` (wire format) of ``table`` was sent, as :meth:`stats` counts it."""
-        hot = self.key_ranges.get((table, json.dumps(key, sort_keys=True)))
+        hot = self.key_ranges.get(_range_key(table, key))
         return dict(hot.stats) if hot else {}
 
     def _forward(self, request: BaseHTTPRequestHandler, data: bytes) -> tuple[int, dict[str, str], bytes]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        headers = _caller_headers(request)
         forwarded = urllib.request.Request(self.target + request.path, data=data, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(forwarded, timeout=60) as response:
@@ -292,7 +304,7 @@ class CapacityProxy:
 
     def _take_key_range(self, table: str, value: Any, units: float) -> bool:
         """Pay for a write to the partition key ``value`` of ``table``; False: that key range is hot."""
-        key = (table, json.dumps(value, sort_keys=True))
+        key = _range_key(table, value)
         with self.lock:
             if key not in self.key_ranges:
                 self.key_ranges[key] = TableBuckets(0, self.key_range_write_units)
@@ -314,7 +326,7 @@ class CapacityProxy:
             for table, requests in body.get("RequestItems", {}).items():
                 name = self._hash_key(request, table)
                 for item in requests:
-                    image = item.get("PutRequest", {}).get("Item") or item.get("DeleteRequest", {}).get("Key", {})
+                    image = _batch_image(item)
                     if self._take_key_range(table, image.get(name), write_units(item_size(image))):
                         kept.setdefault(table, []).append(item)
                     else:
@@ -324,22 +336,20 @@ class CapacityProxy:
             statements, refused = [], []
             for place, statement in enumerate(body.get("Statements", [])):
                 table, value = self._statement_key(request, statement)
-                size = sum(item_size({"p": p}) for p in statement.get("Parameters", []))
-                if table is None or self._take_key_range(table, value, write_units(size)):
+                if table is None or self._take_key_range(table, value, write_units(_statement_bytes(statement))):
                     statements.append(statement)
                 else:
                     refused.append((place, table))
             return {**body, "Statements": statements}, refused
         if operation == "ExecuteStatement":
             table, value = self._statement_key(request, body)
-            size = sum(item_size({"p": p}) for p in body.get("Parameters", []))
-            if table is not None and not self._take_key_range(table, value, write_units(size)):
+            if table is not None and not self._take_key_range(table, value, write_units(_statement_bytes(body))):
                 return {}, [(0, table)]
             return body, []
         table = body.get("TableName", "")
         image = body.get("Item") or body.get("Key") or {}
-        size = item_size(image) + item_size(body.get("ExpressionAttributeValues", {}))
-        if not self._take_key_range(table, image.get(self._hash_key(request, table)), write_units(size)):
+        value = image.get(self._hash_key(request, table))
+        if not self._take_key_range(table, value, write_units(_item_call_bytes(body))):
             return {}, [(0, table)]
         return body, []
 
@@ -380,6 +390,16 @@ class CapacityProxy:
         self.server.server_close()
 
 
+def _range_key(table: str, value: Any) -> tuple[str, str]:
+    """How the key range of the partition key ``value`` (wire format) of ``table`` is filed."""
+    return table, json.dumps(value, sort_keys=True)
+
+
+def _caller_headers(request: BaseHTTPRequestHandler) -> dict[str, str]:
+    """The caller's headers, to send on to DynamoDB Local (its credentials keep each caller's tables apart)."""
+    return {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+
+
 def _requests(operation: str, body: dict[str, Any]) -> bool:
     """Whether a write call still holds something to send."""
     if operation == "BatchWriteItem":
@@ -410,8 +430,7 @@ def _with_refused(operation: str, answer: dict[str, Any], refused: list[Any]) ->
 
 def _call(target: str, request: BaseHTTPRequestHandler, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Call DynamoDB Local directly with the caller's credentials (it keeps each one's tables apart)."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-    headers["X-Amz-Target"] = f"DynamoDB_20120810.{operation}"
+    headers = {**_caller_headers(request), "X-Amz-Target": f"DynamoDB_20120810.{operation}"}
     sent = urllib.request.Request(target + "/", data=json.dumps(payload).encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(sent, timeout=60) as response:

@@ -260,6 +260,8 @@ def _new_ranges(
 ) -> list[dict[str, Any]]:
     """The key-range units that segments reported cutting and that have not been started (``started``
     gains their numbers)."""
+    if not any(totals.get("splits") for _, totals in reports):  # the usual tick: nothing cut
+        return []
     parents = {int(event["segment"]): event for event in futures.values()}
     more = []
     for segment, totals in reports:

@@ -29,9 +29,6 @@ from typing import Any
 
 WireItem = dict[str, Any]
 
-#: Names and placeholders a key-range unit's Query uses.
-_NAMES = {"#k": "", "#s": ""}
-
 
 def range_segment(parent: int, index: int, total_segments: int) -> int:
     """The segment number of the ``index``-th range the scan segment ``parent`` cut: past every scan
@@ -147,7 +144,7 @@ def cut(
 def key_condition(key_names: tuple[str, str], value: Any, after: Any, until: Any) -> dict[str, Any]:
     """A Query's key condition for the items of the partition key ``value`` with a sort key from ``after``
     (inclusive here: the caller drops the item equal to it) to ``until`` (inclusive); either may be None."""
-    names = dict(zip(_NAMES, key_names, strict=True))
+    names = {"#k": key_names[0], "#s": key_names[1]}
     values: dict[str, Any] = {":k": value}
     condition = "#k = :k"
     if after is not None and until is not None:

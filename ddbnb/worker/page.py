@@ -136,12 +136,12 @@ class PageWriter:
     def _throttled(self, refused: int, reasons: tuple[str, ...]) -> None:
         """Writes were refused: slow down (only this worker, when DynamoDB said its key range alone is hot;
         the run otherwise), and pace their retry like a first attempt."""
-        bucket = self.range_bucket if key_range_only(reasons) else self.write_bucket
-        if bucket is self.range_bucket:
-            bucket.narrow(PARTITION_WRITE_UNITS)
+        if key_range_only(reasons):
+            self.range_bucket.narrow(PARTITION_WRITE_UNITS)
+            self.range_bucket.acquire(refused * self.units_per_item)
         else:
-            bucket.throttled()
-        bucket.acquire(refused * self.units_per_item)
+            self.write_bucket.throttled()
+            self.write_bucket.acquire(refused * self.units_per_item)
 
     def send_requests(self, requests: Sequence[Request], pool: ThreadPoolExecutor) -> WriteOutcome:
         """Send BatchWriteItem requests to the target, 25 a call on ``pool``, each call paced; one outcome."""

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 import ddbnb
@@ -17,18 +13,9 @@ from ddbnb.emulation.capacity_proxy import CapacityProxy
 from ddbnb.insight.results import result_entries
 from ddbnb.worker.writes import KEY_RANGE, key_range_only, throttle_reasons
 from tests.conftest import create_table, put_items, spec
+from tests.functional.test_capacity_proxy import at, through
 
 HOT_KEY = {"S": "tenant#hot"}
-
-
-def at(stamp: str) -> float:
-    """Seconds since the epoch of a result's ISO 8601 time."""
-    return datetime.fromisoformat(stamp).timestamp()
-
-
-def through(proxy: CapacityProxy) -> Any:
-    config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
-    return boto3.client("dynamodb", endpoint_url=proxy.url, config=config)
 
 
 def test_the_emulation_names_its_reasons_and_refuses_only_the_hot_requests_of_a_batch(sandbox, dynamodb):
