@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="emulate a hot partition: write units per partition key value and second",
     )
+    box.add_argument(
+        "--index-write-units",
+        type=float,
+        default=0,
+        help="emulate provisioned GSIs: write units per global secondary index and second",
+    )
 
     demo = commands.add_parser("demo", help="seed a demo table in a fresh sandbox and run notebooks 01 to 04")
     demo.add_argument("--items", type=int, default=100_000, help="items in the demo table (default 100,000)")
@@ -505,6 +511,7 @@ def _sandbox(args: argparse.Namespace) -> None:
             write_units=args.write_units,
             read_units=args.read_units,
             key_range_write_units=args.key_range_write_units,
+            index_write_units=args.index_write_units,
         )
         print(running.exports())
         what = "started" if started else "already running"

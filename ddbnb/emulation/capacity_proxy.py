@@ -27,7 +27,14 @@ one hot partition would: a write past it is refused with
 ``TableWriteKeyRangeThroughputExceeded``. In a batch (BatchWriteItem,
 BatchExecuteStatement) only the requests over their key range's rate are
 refused, as UnprocessedItems or as statement errors (which carry no reasons);
-a batch refused whole answers with the reason.
+a batch refused whole answers with the reason. With ``index_write_units``
+(off by default), each global secondary index of a table gets a write bucket
+at that rate, which DescribeTable reports as the index's provisioned write
+units: every write to the table is charged to each of its GSIs as to the
+table (as if the index projected everything and every write changed it,
+which is what ddbnb's plan assumes), and a write an index cannot pay for is
+refused with ``IndexWriteProvisionedThroughputExceeded`` and the index's ARN,
+as DynamoDB refuses a base-table write its GSI throttles.
 
 It is an emulation, kept small: no partitions beyond that, no adaptive
 capacity, a batch over the table's rate is refused whole, item sizes by
@@ -63,6 +70,7 @@ THROTTLED = {
 #: A key range's bucket saves up at most this many seconds of its rate (a partition has little burst).
 KEY_RANGE_BURST_S = 1.0
 KEY_RANGE = "TableWriteKeyRangeThroughputExceeded"
+INDEX_WRITE = "IndexWriteProvisionedThroughputExceeded"
 
 
 class TableBuckets:
@@ -102,6 +110,15 @@ class TableBuckets:
             second = int(self.stamp)
             self.by_second[second] = self.by_second.get(second, 0.0) + units
             return True
+
+    def refund(self, units: float) -> None:
+        """Give back a write paid for but refused after all (another bucket could not pay): a throttle."""
+        with self.lock:
+            self.tokens["write"] += units
+            self.stats["write_units"] -= units
+            self.stats["throttled_writes"] += 1
+            second = int(self.stamp)
+            self.by_second[second] = self.by_second.get(second, 0.0) - units
 
     def may_read(self) -> bool:
         """Whether a read may start (the read bucket is not in debt)."""
@@ -165,11 +182,19 @@ class CapacityProxy:
     """The proxy: per-table buckets at ``read_units`` / ``write_units`` per second, forwarding to ``target``."""
 
     def __init__(
-        self, target: str, read_units: float, write_units: float, port: int = 0, key_range_write_units: float = 0.0
+        self,
+        target: str,
+        read_units: float,
+        write_units: float,
+        port: int = 0,
+        key_range_write_units: float = 0.0,
+        index_write_units: float = 0.0,
     ) -> None:
         self.target = target.rstrip("/")
         self.read_units, self.write_units = read_units, write_units
         self.key_range_write_units = key_range_write_units
+        self.index_write_units = index_write_units
+        self.indexes: dict[str, list[str]] = {}
         self.key_ranges: dict[tuple[str, str], TableBuckets] = {}
         self.hash_keys: dict[str, str] = {}
         self.key_range_refused = 0
@@ -194,11 +219,13 @@ class CapacityProxy:
         """Its endpoint URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def buckets(self, table: str) -> TableBuckets:
-        """The buckets of ``table``, made on first use."""
+    def buckets(self, table: str, write_units: float | None = None) -> TableBuckets:
+        """The buckets of ``table`` (or of a GSI, by :func:`index_name`), made on first use at the proxy's
+        rates (or at ``write_units``)."""
         with self.lock:
             if table not in self.tables:
-                self.tables[table] = TableBuckets(self.read_units, self.write_units)
+                writes = self.write_units if write_units is None else write_units
+                self.tables[table] = TableBuckets(0 if write_units is not None else self.read_units, writes)
             return self.tables[table]
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
@@ -216,6 +243,10 @@ class CapacityProxy:
             for table, units in charged_write_units(operation, body).items():
                 if not self.buckets(table).take_write(units):
                     return self._throttle(request, "TableWriteProvisionedThroughputExceeded", table)
+                index = self._take_indexes(request, table, units)
+                if index:
+                    self.buckets(table).refund(units)
+                    return self._throttle(request, INDEX_WRITE, table, index)
         if operation in READS and not self.buckets(body.get("TableName", "")).may_read():
             return self._throttle(request, "TableReadProvisionedThroughputExceeded", body.get("TableName", ""))
         status, headers, answer = self._forward(request, data)
@@ -236,11 +267,14 @@ class CapacityProxy:
         table["BillingModeSummary"] = {"BillingMode": "PROVISIONED"}
         throughput = table.setdefault("ProvisionedThroughput", {})
         throughput.update(ReadCapacityUnits=int(self.read_units), WriteCapacityUnits=int(self.write_units))
+        for index in table.get("GlobalSecondaryIndexes", []) if self.index_write_units else []:
+            index.setdefault("ProvisionedThroughput", {})["WriteCapacityUnits"] = int(self.index_write_units)
         return json.dumps(described).encode()
 
     def stats(self, table: str) -> dict[str, float]:
         """What ``table`` was sent: write calls, throttled write calls, accepted write units, the first and
-        last write's time, and the units saved up (burst) when the first write came."""
+        last write's time, and the units saved up (burst) when the first write came. A GSI's are under
+        ``index_name(table, index)``."""
         buckets = self.buckets(table)
         with buckets.lock:
             return dict(buckets.stats)
@@ -286,21 +320,45 @@ class CapacityProxy:
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
 
-    def _throttle(self, request: BaseHTTPRequestHandler, reason: str, table: str) -> None:
+    def _throttle(self, request: BaseHTTPRequestHandler, reason: str, table: str, index: str = "") -> None:
         with self.lock:
             self.throttled += 1
-        resource = f"arn:aws:dynamodb:us-east-1:000000000000:table/{table}"
+        resource = f"arn:aws:dynamodb:us-east-1:000000000000:table/{index_name(table, index) if index else table}"
         body = json.dumps({**THROTTLED, "ThrottlingReasons": [{"reason": reason, "resource": resource}]}).encode()
         self._reply(request, 400, {"Content-Type": "application/x-amz-json-1.0"}, body)
 
-    # -- hot key ranges -------------------------------------------------------------------------------------
-    def _hash_key(self, request: BaseHTTPRequestHandler, table: str) -> str:
-        """The partition key's name of ``table`` (asked of DynamoDB Local once, with the caller's headers)."""
+    # -- what DynamoDB Local says of a table ----------------------------------------------------------------
+    def _describe(self, request: BaseHTTPRequestHandler, table: str) -> None:
+        """Learn ``table``'s partition key and GSIs (asked of DynamoDB Local once, with the caller's headers)."""
         if table not in self.hash_keys:
-            described = _call(self.target, request, "DescribeTable", {"TableName": table})
-            schema = described.get("Table", {}).get("KeySchema", [])
+            described = _call(self.target, request, "DescribeTable", {"TableName": table}).get("Table", {})
+            schema = described.get("KeySchema", [])
+            self.indexes[table] = [index["IndexName"] for index in described.get("GlobalSecondaryIndexes", [])]
             self.hash_keys[table] = next((k["AttributeName"] for k in schema if k["KeyType"] == "HASH"), "")
+
+    def _hash_key(self, request: BaseHTTPRequestHandler, table: str) -> str:
+        """The partition key's name of ``table``."""
+        self._describe(request, table)
         return self.hash_keys[table]
+
+    # -- GSIs -----------------------------------------------------------------------------------------------
+    def _take_indexes(self, request: BaseHTTPRequestHandler, table: str, units: float) -> str:
+        """Charge a write of ``units`` to each GSI of ``table``; the first that cannot pay ("": all paid,
+        and none is charged when one cannot)."""
+        if not self.index_write_units:
+            return ""
+        self._describe(request, table)
+        paid: list[TableBuckets] = []
+        for index in self.indexes[table]:
+            buckets = self.buckets(index_name(table, index), self.index_write_units)
+            if not buckets.take_write(units):
+                for bucket in paid:
+                    bucket.refund(units)
+                return index
+            paid.append(buckets)
+        return ""
+
+    # -- hot key ranges -------------------------------------------------------------------------------------
 
     def _take_key_range(self, table: str, value: Any, units: float) -> bool:
         """Pay for a write to the partition key ``value`` of ``table``; False: that key range is hot."""
@@ -390,6 +448,11 @@ class CapacityProxy:
         self.server.server_close()
 
 
+def index_name(table: str, index: str) -> str:
+    """How a GSI's buckets are filed, and its ARN's resource after ``table/``: ``<table>/index/<index>``."""
+    return f"{table}/index/{index}"
+
+
 def _range_key(table: str, value: Any) -> tuple[str, str]:
     """How the key range of the partition key ``value`` (wire format) of ``table`` is filed."""
     return table, json.dumps(value, sort_keys=True)
@@ -450,8 +513,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--key-range-write-units", type=float, default=0.0, help="per partition key value and second; 0: no limit"
     )
+    parser.add_argument("--index-write-units", type=float, default=0.0, help="per GSI and second; 0: no limit")
     args = parser.parse_args(argv)
-    proxy = CapacityProxy(args.target, args.read_units, args.write_units, args.port, args.key_range_write_units)
+    proxy = CapacityProxy(
+        args.target, args.read_units, args.write_units, args.port, args.key_range_write_units, args.index_write_units
+    )
     print(f"capacity proxy on {proxy.url} -> {args.target}", flush=True)
     proxy.server.serve_forever()
 

@@ -273,6 +273,10 @@ def start_dynamodb_local(
     return server
 
 
+#: The capacity emulation's limits, in units per second (0: none), as the proxy's options name them.
+LIMITS = ("write_units", "read_units", "key_range_write_units", "index_write_units")
+
+
 def start_sandbox(
     dynamodb_port: int = 0,
     moto_port: int = 0,
@@ -281,13 +285,14 @@ def start_sandbox(
     write_units: float = 0,
     read_units: float = 0,
     key_range_write_units: float = 0,
+    index_write_units: float = 0,
 ) -> Sandbox:
     """Start DynamoDB Local and a moto server; return once both answer.
 
-    A port of 0 picks a free one. With ``write_units``, ``read_units`` or
-    ``key_range_write_units``, the DynamoDB endpoint is a capacity emulation in
-    front of DynamoDB Local that throttles each table (and each partition key
-    value) beyond those units per second
+    A port of 0 picks a free one. With ``write_units``, ``read_units``,
+    ``key_range_write_units`` or ``index_write_units``, the DynamoDB endpoint is
+    a capacity emulation in front of DynamoDB Local that throttles each table
+    (and each partition key value, and each GSI) beyond those units per second
     (:mod:`ddbnb.emulation.capacity_proxy`). Raises JavaNotFoundError,
     DynamoDBLocalMissingError, PortInUseError or ServerDiedError.
     """
@@ -310,12 +315,13 @@ def start_sandbox(
         dynamodb.stop()
         moto.stop()
         raise
-    if not (write_units or read_units or key_range_write_units):
+    limits = dict(zip(LIMITS, (write_units, read_units, key_range_write_units, index_write_units), strict=True))
+    if not any(limits.values()):
         return Sandbox(dynamodb, moto)
     port = _free_port()
     command = [sys.executable, "-m", "ddbnb.emulation.capacity_proxy", "--target", dynamodb.url, "--port", str(port)]
-    command += ["--write-units", str(write_units), "--read-units", str(read_units)]
-    command += ["--key-range-write-units", str(key_range_write_units)]
+    for name, units in limits.items():
+        command += [f"--{name.replace('_', '-')}", str(units)]
     proxy = _spawn("capacity proxy", command, port, logs / "capacity-proxy.log", _aws_free_env(), "capacity_proxy")
     try:
         _wait_ready(proxy, time.monotonic() + READY_TIMEOUT_S)
@@ -334,12 +340,14 @@ def sandbox(
     write_units: float = 0,
     read_units: float = 0,
     key_range_write_units: float = 0,
+    index_write_units: float = 0,
 ) -> Iterator[Sandbox]:
     """Run the sandbox for the ``with`` block, pointing this process's AWS settings at it.
 
     ``write_units`` / ``read_units`` put the capacity emulation in front of
     DynamoDB Local (per table and second); ``key_range_write_units`` limits each
-    partition key value too, as a hot partition would. The servers stop and the
+    partition key value too, as a hot partition would, and ``index_write_units``
+    each GSI, as its provisioned write units would. The servers stop and the
     environment is restored on exit, also on error or Ctrl-C.
     """
     running = start_sandbox(
@@ -348,6 +356,7 @@ def sandbox(
         write_units=write_units,
         read_units=read_units,
         key_range_write_units=key_range_write_units,
+        index_write_units=index_write_units,
     )
     saved = {name: os.environ.get(name) for name in (*running.env, *UNSET)}
     try:
@@ -390,6 +399,7 @@ def up(
     write_units: float = 0,
     read_units: float = 0,
     key_range_write_units: float = 0,
+    index_write_units: float = 0,
 ) -> tuple[Sandbox, bool]:
     """Start the sandbox in the background and remember it for :func:`down`.
 
@@ -407,6 +417,7 @@ def up(
             "write units": (write_units, have["write_units"]),
             "read units": (read_units, have["read_units"]),
             "key range write units": (key_range_write_units, have["key_range_write_units"]),
+            "index write units": (index_write_units, have["index_write_units"]),
         }
         clashes = [
             f"{name} {had:g} (asked for {asked:g})" for name, (asked, had) in wanted.items() if asked and asked != had
@@ -420,6 +431,7 @@ def up(
                     ("write-units", write_units),
                     ("read-units", read_units),
                     ("key-range-write-units", key_range_write_units),
+                    ("index-write-units", index_write_units),
                 )
                 if value
             )
@@ -430,7 +442,7 @@ def up(
         return current, False
     if current is not None:
         down()
-    limits = {"write_units": write_units, "read_units": read_units, "key_range_write_units": key_range_write_units}
+    limits = dict(zip(LIMITS, (write_units, read_units, key_range_write_units, index_write_units), strict=True))
     running = start_sandbox(dynamodb_port, moto_port, log_dir=state_dir() / "logs", **limits)
     state: dict[str, Any] = {
         role: {"name": s.name, "port": s.port, "pid": s.pid, "log": str(s.log), "marker": s.marker}
@@ -446,7 +458,7 @@ def _load_limits() -> dict[str, float]:
     """The capacity the running sandbox emulates (0: none)."""
     path = _state_file()
     limits = json.loads(path.read_text()).get("limits", {}) if path.is_file() else {}
-    return {name: float(limits.get(name, 0)) for name in ("write_units", "read_units", "key_range_write_units")}
+    return {name: float(limits.get(name, 0)) for name in LIMITS}
 
 
 def down() -> Sandbox | None:

@@ -102,17 +102,24 @@ def item_digest(item: Mapping[str, Any] | None) -> Digest | None:
     return {name: value_digest(value) for name, value in item.items()}
 
 
-def entry(key: WireItem, before: WireItem | None, after: WireItem | None) -> dict[str, Any]:
+def entry(key: WireItem, before: WireItem | None, after: WireItem | None, before_text: str = "") -> dict[str, Any]:
     """One journal line: ``key``, the item as read (``before``) and the digest of what is written (``after``).
 
     An attribute written as it was read is digested as ``SAME`` (the rollback
     digests it from the before-image): a transform that changes one attribute
-    of twenty digests one.
+    of twenty digests one. ``before_text``, when given, is ``before`` as
+    DynamoDB sent it (:func:`ddbnb.worker.wire.item_texts`): the line carries it
+    as it is, instead of encoding ``before`` again.
     """
+    written = before if not before_text else Encoded(before_text)
     if after is None:
-        return {"k": key, "b": before, "a": None}
+        return {"k": key, "b": written, "a": None}
     kept = before or {}
-    return {"k": key, "b": before, "a": {n: SAME if kept.get(n) == v else value_digest(v) for n, v in after.items()}}
+    return {"k": key, "b": written, "a": {n: SAME if kept.get(n) == v else value_digest(v) for n, v in after.items()}}
+
+
+class Encoded(str):
+    """A value's JSON text, written into a journal line as it is."""
 
 
 def after_digest(record: Mapping[str, Any]) -> Digest | None:
@@ -125,12 +132,18 @@ def after_digest(record: Mapping[str, Any]) -> Digest | None:
 
 
 def entry_for(
-    raw: WireItem, written: WireItem | None, key_names: Iterable[str], target_keys: Iterable[str], in_place: bool
+    raw: WireItem,
+    written: WireItem | None,
+    key_names: Iterable[str],
+    target_keys: Iterable[str],
+    in_place: bool,
+    raw_text: str = "",
 ) -> dict[str, Any]:
-    """The entry of one write of a run: in place, ``raw``'s key and ``raw`` as the before-image;
-    into a destination, the written item's key and no before-image (``written`` is never None there)."""
+    """The entry of one write of a run: in place, ``raw``'s key and ``raw`` as the before-image (``raw_text``:
+    its JSON text as read, when known); into a destination, the written item's key and no before-image
+    (``written`` is never None there)."""
     if in_place:
-        return entry({name: raw[name] for name in key_names}, raw, written)
+        return entry({name: raw[name] for name in key_names}, raw, written, raw_text)
     assert written is not None
     return entry({name: written[name] for name in target_keys}, None, written)
 
@@ -148,8 +161,13 @@ def object_name(segment: int, name: str) -> str:
 
 def encode(entries: list[dict[str, Any]]) -> bytes:
     """One journal object's body: the entries as gzipped JSON lines (binary as base64, as the wire carries it)."""
-    text = "".join(json.dumps(e, separators=(",", ":"), default=_binary) + "\n" for e in entries)
-    return gzip.compress(text.encode(), compresslevel=LEVEL)
+    return gzip.compress("".join(map(_line, entries)).encode(), compresslevel=LEVEL)
+
+
+def _line(record: Mapping[str, Any]) -> str:
+    before = record["b"]
+    text = before if isinstance(before, Encoded) else _dumps(before)
+    return f'{{"k":{_dumps(record["k"])},"b":{text},"a":{_dumps(record["a"])}}}\n'
 
 
 def _binary(value: Any) -> str:
@@ -157,6 +175,9 @@ def _binary(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_binary).encode
 
 
 class JournalWriter:
@@ -252,7 +273,8 @@ def read_object(
         body = client("s3", boto3_session).get_object(Bucket=bucket, Key=f"{prefix}/{path}")["Body"].read()
     else:
         body = (Path(source) / path).read_bytes()
-    return [json.loads(line) for line in gzip.decompress(body).decode().splitlines() if line]
+    # Lines end in "\n" alone: a before-image as DynamoDB sent it may hold other line separators (U+2028).
+    return [json.loads(line) for line in gzip.decompress(body).decode().split("\n") if line]
 
 
 def totals(source: str, boto3_session: boto3.Session | None = None) -> dict[str, int]:

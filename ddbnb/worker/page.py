@@ -99,6 +99,7 @@ class PageWriter:
     units_per_item: float = 0.0  # what the last call consumed per item: the next reservation's estimate
     journal: JournalWriter | None = None  # where each page's before-images go, before its writes
     on_call: Callable[[int], None] | None = None  # told how many items each write call settled, for live progress
+    texts: Mapping[int, tuple[WireItem, str]] = field(default_factory=dict)  # this page's items as read, as text
 
     def __post_init__(self) -> None:
         self.backoff.on_throttle = self._throttled
@@ -189,15 +190,28 @@ class PageWriter:
             self.transform, raw, self.keys, in_place=self.in_place, check_size=False, target_keys=self.target_keys
         )
 
-    def write_page(self, items: Sequence[WireItem], pool: ThreadPoolExecutor) -> PageTally:
-        """Transform ``items`` and write what they need; return the page's tally."""
+    def write_page(
+        self,
+        items: Sequence[WireItem],
+        pool: ThreadPoolExecutor,
+        texts: Mapping[int, tuple[WireItem, str]] | None = None,
+    ) -> PageTally:
+        """Transform ``items`` and write what they need; return the page's tally.
+
+        ``texts`` holds items' JSON texts as read (:func:`ddbnb.worker.wire.item_texts`), which the
+        journal writes as they are.
+        """
         tally = PageTally()
         if not self.units_per_item and items:  # before any call has said: the items' own size, by DynamoDB's rules
             self.units_per_item = sum(write_units(item_size(raw)) for raw in items) / len(items)
-        if self.mode == "conditional":
-            self._conditional(items, tally, pool)
-        else:
-            self._batch(items, tally, pool)
+        self.texts = texts or {}
+        try:
+            if self.mode == "conditional":
+                self._conditional(items, tally, pool)
+            else:
+                self._batch(items, tally, pool)
+        finally:
+            self.texts = {}
         return tally
 
     # -- batch ---------------------------------------------------------------------------------------------
@@ -297,7 +311,8 @@ class PageWriter:
 
     def _entry(self, raw: WireItem, written: WireItem | None) -> dict[str, Any]:
         """The journal entry of one write: ``raw`` as read, and ``written`` (None for a delete)."""
-        return entry_for(raw, written, self.keys, self.target_keys, self.in_place)
+        item, text = self.texts.get(id(raw), (None, ""))
+        return entry_for(raw, written, self.keys, self.target_keys, self.in_place, text if item is raw else "")
 
     def _write_entry(self, write: Guarded) -> dict[str, Any]:
         """The journal entry of a guarded write: a delete's before-image is what it deleted, when it says."""

@@ -62,7 +62,7 @@ from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.tables import table_facts
 from ddbnb.worker.transforms import load_transform
-from ddbnb.worker.wire import shared_client
+from ddbnb.worker.wire import item_texts, shared_client
 from ddbnb.worker.writes import Backoff, call_patiently, is_throttle, key_range_only, merge_counts
 
 #: Concurrent write calls per worker.
@@ -414,7 +414,7 @@ def process_segment(
             # Read the next page while this one is transformed and written.
             ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
             work.in_page = 0
-            tally = work.writer.write_page(items, pool)
+            tally = work.writer.write_page(items, pool, item_texts(page))
             work.count(tally, len(items), began)
             if tally.stalled:  # the cursor stays before this page: it is read again
                 if work.writer.past_deadline():

@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from json.decoder import scanstring  # type: ignore[attr-defined]  # the C scanner, as json.loads uses
+from json.scanner import make_scanner
 from typing import Any, TypeVar
 
 import boto3
@@ -52,6 +55,12 @@ _METHODS = {
 }
 
 
+#: Reads whose items keep their JSON text as the response spelled it (see :func:`item_texts`).
+_READS = ("Scan", "Query")
+#: Where a read's response keeps its items' texts: a key DynamoDB never sends.
+ITEM_TEXTS = "ddbnb:ItemTexts"
+
+
 class WireClient:
     """Call DynamoDB operations with wire-format JSON payloads."""
 
@@ -62,7 +71,8 @@ class WireClient:
         for operation in _METHODS:
             # First, so hooks registered by users and tests see the real body.
             events.register_first(f"before-call.dynamodb.{operation}", self._send_payload)
-            events.register(f"before-parse.dynamodb.{operation}", _keep_json)
+            keep = _keep_json_with_item_texts if operation in _READS else _keep_json
+            events.register(f"before-parse.dynamodb.{operation}", keep)
 
     def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send ``payload`` as the body of ``operation``; return the response as JSON.
@@ -129,6 +139,90 @@ def _keep_json(response_dict: dict[str, Any], customized_response_dict: dict[str
     if response_dict.get("status_code", 500) < 300 and response_dict.get("body"):
         customized_response_dict.update(json.loads(response_dict["body"]))
         response_dict["body"] = b"{}"
+
+
+def _keep_json_with_item_texts(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    if response_dict.get("status_code", 500) < 300 and response_dict.get("body"):
+        customized_response_dict.update(parse_page(response_dict["body"]))
+        response_dict["body"] = b"{}"
+
+
+def item_texts(page: Mapping[str, Any]) -> dict[int, tuple[dict[str, Any], str]]:
+    """Each item of a Scan or Query page with its JSON text as DynamoDB sent it, by ``id`` of the item.
+
+    The journal writes an item as read from this text instead of encoding it
+    again. Empty for a page that came another way.
+    """
+    return {id(item): (item, text) for item, text in zip(page.get("Items", ()), page.get(ITEM_TEXTS, ()), strict=False)}
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # the stub names the class, not the context
+
+
+def parse_page(body: bytes) -> dict[str, Any]:
+    """A read's response parsed as :func:`json.loads` would, plus its items' own texts under :data:`ITEM_TEXTS`.
+
+    The items are parsed one at a time by the standard library's scanner, which
+    says where each ends. A body this parser does not expect is parsed whole
+    and keeps no texts.
+    """
+    text = body.decode()
+    try:
+        return _parse_object(text)
+    except (ValueError, IndexError, StopIteration):
+        whole: dict[str, Any] = json.loads(text)
+        return whole
+
+
+def _parse_object(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    at = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if text[at] != "{":
+        raise ValueError("not an object")
+    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    while text[at] != "}":
+        if text[at] != '"':
+            raise ValueError("not a name")
+        name, at = scanstring(text, at + 1)
+        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+        if text[at] != ":":
+            raise ValueError("no colon")
+        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        if name == "Items" and text[at] == "[":
+            out["Items"], out[ITEM_TEXTS], at = _parse_items(text, at + 1)
+        else:
+            out[name], at = _SCAN(text, at)
+        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+        if text[at] == ",":
+            at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            if text[at] == "}":
+                raise ValueError("a comma before the end")
+        elif text[at] != "}":
+            raise ValueError("no comma")
+    if text[_SPACE.match(text, at + 1).end() :]:  # type: ignore[union-attr]
+        raise ValueError("text after the object")
+    return out
+
+
+def _parse_items(text: str, at: int) -> tuple[list[Any], list[str], int]:
+    items: list[Any] = []
+    texts: list[str] = []
+    at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+    if text[at] == "]":
+        return items, texts, at + 1
+    while True:
+        item, end = _SCAN(text, at)
+        items.append(item)
+        texts.append(text[at:end])
+        at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        if text[at] == "]":
+            return items, texts, at + 1
+        if text[at] != ",":
+            raise ValueError("no comma")
+        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
 
 
 #: Environment variables that decide where and as whom a default-session client talks.

@@ -6,8 +6,11 @@ import base64
 import gzip
 import json
 
+import pytest
+
 from ddbnb.worker import journal
 from ddbnb.worker.rollback import decide
+from ddbnb.worker.wire import ITEM_TEXTS, item_texts, parse_page
 
 KEY = {"pk": {"S": "a"}}
 
@@ -85,3 +88,71 @@ def test_binary_from_boto3s_own_client_is_kept_as_the_wire_spells_it(tmp_path):
     body = journal.encode([journal.entry({"pk": {"S": "a"}}, read_by_boto3, None)])
     (decoded,) = [json.loads(line) for line in gzip.decompress(body).splitlines()]
     assert decoded["b"] == wire and journal.item_digest(read_by_boto3) == journal.item_digest(wire)
+
+
+#: A read's response at the edges: every type, 38 digits, empty values, names and text JSON escapes or not.
+EDGE_PAGE = {
+    "Count": 3,
+    "Items": [
+        {
+            "pk": {"S": 'q"uo\\te\u2028line\u0085'},
+            "n": {"N": "-1.2345678901234567890123456789012345678E+125"},
+            "b": {"B": "AP8="},
+            "bs": {"BS": ["AQ==", "Ag=="]},
+            "ns": {"NS": ["1", "99999999999999999999999999999999999999"]},
+            "ss": {"SS": ["", "ü", "日本"]},
+            "empty": {"M": {"": {"S": ""}, "l": {"L": []}, "m": {"M": {}}}},
+            "Items": {"L": [{"NULL": True}, {"BOOL": False}]},
+        },
+        {"pk": {"S": "two"}},
+        {"pk": {"S": "three"}, "emoji": {"S": "\U0001f600"}},
+    ],
+    "LastEvaluatedKey": {"pk": {"S": "three"}},
+    "ScannedCount": 3,
+    "ConsumedCapacity": {"TableName": "t", "CapacityUnits": 1.5},
+}
+
+
+def test_a_page_parses_as_json_loads_does_and_keeps_each_items_own_text():
+    for spelled in (
+        json.dumps(EDGE_PAGE),  # ASCII, escaped
+        json.dumps(EDGE_PAGE, ensure_ascii=False, separators=(",", ":")),  # raw UTF-8, compact
+        json.dumps(EDGE_PAGE, indent=2),  # whitespace everywhere
+        json.dumps({"Count": 0, "Items": [], "ScannedCount": 0}),
+    ):
+        page = parse_page(spelled.encode())
+        texts = page.pop(ITEM_TEXTS)
+        assert page == json.loads(spelled)
+        assert [json.loads(text) for text in texts] == page["Items"]
+        assert item_texts({**page, ITEM_TEXTS: texts}) == {
+            id(i): (i, t) for i, t in zip(page["Items"], texts, strict=True)
+        }
+
+
+def test_a_body_the_page_parser_does_not_expect_is_parsed_or_refused_as_json_loads_does():
+    assert parse_page(b'{"Table": {"Items": [1]}}') == {"Table": {"Items": [1]}}  # no texts: not a page
+    assert ITEM_TEXTS not in parse_page(b'{"Items": "not a list"}')
+    for bad in (b'{"Items":[1,]}', b'{"a":1,}', b'{"Items":[1]} x', b'{"a" 1}', b"[1]{"):
+        with pytest.raises(json.JSONDecodeError):
+            parse_page(bad)
+
+
+def test_a_journal_line_written_from_the_items_text_reads_back_as_the_item(tmp_path):
+    spelled = json.dumps(EDGE_PAGE, ensure_ascii=False, separators=(",", ":"))
+    page = parse_page(spelled.encode())
+    texts = item_texts(page)
+    after = [{**item, "flag": {"S": "new"}} for item in page["Items"]]
+    from_text = [
+        journal.entry_for(i, a, ["pk"], ["pk"], True, texts[id(i)][1])
+        for i, a in zip(page["Items"], after, strict=True)
+    ]
+    encoded = [journal.entry_for(i, a, ["pk"], ["pk"], True) for i, a in zip(page["Items"], after, strict=True)]
+    writer = journal.JournalWriter(str(tmp_path), 0)
+    writer.write("a" + journal.SUFFIX, from_text)
+    writer.write("b" + journal.SUFFIX, encoded)
+    assert journal.read_object(str(tmp_path), 0, "a" + journal.SUFFIX) == journal.read_object(
+        str(tmp_path), 0, "b" + journal.SUFFIX
+    )
+    (first, *_) = journal.read_object(str(tmp_path), 0, "a" + journal.SUFFIX)
+    assert first["b"] == EDGE_PAGE["Items"][0] and journal.after_digest(first) == journal.item_digest(after[0])
+    assert "\u2028" in gzip.decompress((tmp_path / "segment-0" / ("a" + journal.SUFFIX)).read_bytes()).decode()
