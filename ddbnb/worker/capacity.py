@@ -128,6 +128,17 @@ class Bucket:
         return float(self.state.values[2])
 
 
+def slow_down(shared: Bucket, own: Bucket, own_range_only: bool, partition_units: float) -> Bucket:
+    """A throttle: slow the worker's ``own`` key-range bucket (on from one partition's ``partition_units``)
+    when DynamoDB said its key range alone is hot, else the run's ``shared`` one; return the bucket slowed,
+    which the retry waits on like a first attempt."""
+    if own_range_only:
+        own.narrow(partition_units)
+        return own
+    shared.throttled()
+    return shared
+
+
 @dataclass
 class Limits:
     """The read and the write bucket of one worker (shared by the run), and the worker's own pair for its

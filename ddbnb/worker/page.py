@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ddbnb.worker.capacity import PARTITION_WRITE_UNITS, Bucket
+from ddbnb.worker.capacity import PARTITION_WRITE_UNITS, Bucket, slow_down
 from ddbnb.worker.conditional import (
     Guarded,
     GuardedOutcome,
@@ -137,12 +137,8 @@ class PageWriter:
     def _throttled(self, refused: int, reasons: tuple[str, ...]) -> None:
         """Writes were refused: slow down (only this worker, when DynamoDB said its key range alone is hot;
         the run otherwise), and pace their retry like a first attempt."""
-        if key_range_only(reasons):
-            self.range_bucket.narrow(PARTITION_WRITE_UNITS)
-            self.range_bucket.acquire(refused * self.units_per_item)
-        else:
-            self.write_bucket.throttled()
-            self.write_bucket.acquire(refused * self.units_per_item)
+        slowed = slow_down(self.write_bucket, self.range_bucket, key_range_only(reasons), PARTITION_WRITE_UNITS)
+        slowed.acquire(refused * self.units_per_item)
 
     def send_requests(self, requests: Sequence[Request], pool: ThreadPoolExecutor) -> WriteOutcome:
         """Send BatchWriteItem requests to the target, 25 a call on ``pool``, each call paced; one outcome."""

@@ -53,7 +53,7 @@ from botocore.exceptions import ClientError
 from ddbnb.exceptions import ThrottledError, TransformFailingError
 from ddbnb.worker import params
 from ddbnb.worker.budgets import budgets_now
-from ddbnb.worker.capacity import PARTITION_READ_UNITS, Bucket, Limits, limits_for
+from ddbnb.worker.capacity import PARTITION_READ_UNITS, Bucket, Limits, limits_for, slow_down
 from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.hotkeys import HotKeys, cut, in_range, range_query, range_segment
 from ddbnb.worker.items import deserialize, format_key
@@ -233,12 +233,8 @@ class SegmentWork:
     def _read_throttled(self, _: int, reasons: tuple[str, ...]) -> None:
         """A read was throttled: slow reads down (only this worker's, when DynamoDB said its key range
         alone is hot), and pace its retry like a first attempt."""
-        if key_range_only(reasons):
-            self.limits.range_read.narrow(PARTITION_READ_UNITS)
-            self.limits.range_read.acquire(self.read_estimate)
-        else:
-            self.limits.read.throttled()
-            self.limits.read.acquire(self.read_estimate)
+        slowed = slow_down(self.limits.read, self.limits.range_read, key_range_only(reasons), PARTITION_READ_UNITS)
+        slowed.acquire(self.read_estimate)
 
     def read_page(self, cursor: dict[str, Any] | None) -> dict[str, Any]:
         """Read one page from ``cursor`` (Scan, or Query for a key-range unit); its read units count now,
@@ -414,7 +410,8 @@ def process_segment(
             # Read the next page while this one is transformed and written.
             ahead = reader.submit(work.read_page, next_cursor) if next_cursor and not out_of_time() else None
             work.in_page = 0
-            tally = work.writer.write_page(items, pool, item_texts(page))
+            texts = item_texts(page) if work.writer.journal is not None else None  # only the journal uses them
+            tally = work.writer.write_page(items, pool, texts)
             work.count(tally, len(items), began)
             if tally.stalled:  # the cursor stays before this page: it is read again
                 if work.writer.past_deadline():

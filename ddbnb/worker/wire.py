@@ -71,7 +71,7 @@ class WireClient:
         for operation in _METHODS:
             # First, so hooks registered by users and tests see the real body.
             events.register_first(f"before-call.dynamodb.{operation}", self._send_payload)
-            keep = _keep_json_with_item_texts if operation in _READS else _keep_json
+            keep = _keeping(parse_page if operation in _READS else json.loads)
             events.register(f"before-parse.dynamodb.{operation}", keep)
 
     def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -135,18 +135,15 @@ class WireClient:
             params["body"] = body
 
 
-def _keep_json(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
-    if response_dict.get("status_code", 500) < 300 and response_dict.get("body"):
-        customized_response_dict.update(json.loads(response_dict["body"]))
-        response_dict["body"] = b"{}"
+def _keeping(parse: Callable[[bytes], dict[str, Any]]) -> Callable[..., None]:
+    """A before-parse hook that hands back a successful response's body as ``parse`` reads it."""
 
+    def keep(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
+        if response_dict.get("status_code", 500) < 300 and response_dict.get("body"):
+            customized_response_dict.update(parse(response_dict["body"]))
+            response_dict["body"] = b"{}"
 
-def _keep_json_with_item_texts(
-    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
-) -> None:
-    if response_dict.get("status_code", 500) < 300 and response_dict.get("body"):
-        customized_response_dict.update(parse_page(response_dict["body"]))
-        response_dict["body"] = b"{}"
+    return keep
 
 
 def item_texts(page: Mapping[str, Any]) -> dict[int, tuple[dict[str, Any], str]]:
