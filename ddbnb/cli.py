@@ -139,11 +139,6 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument(
         "--no-journal", action="store_true", help="keep no before-images (then `ddbnb rollback` cannot undo the run)"
     )
-    mig.add_argument(
-        "--no-split-hot-keys",
-        action="store_true",
-        help="keep each partition key's items in one segment, however many (by default a hot key is cut into ranges)",
-    )
 
     res = commands.add_parser(
         "results", parents=[talk], help="run 04_results: the segments, charts (PNG) and an HTML report in the folder"
@@ -240,6 +235,11 @@ def _table_and_transform(command: argparse.ArgumentParser) -> None:
         "--follow", action="store_true", help="the run will be followed (`ddbnb follow`): refuse a table with no stream"
     )
     command.add_argument(
+        "--no-split-hot-keys",
+        action="store_true",
+        help="keep each partition key's items in one segment, however many (by default a hot key is cut into ranges)",
+    )
+    command.add_argument(
         "--allow-non-idempotent",
         action="store_true",
         help="dry run: a transform that changes its own result again is a warning, not NOT SAFE",
@@ -261,6 +261,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "max_write_units": args.max_write_units,
         "rate_limit": args.rate_limit,
         "follow": args.follow,
+        "split_hot_keys": not args.no_split_hot_keys,
     }
 
 
@@ -280,6 +281,7 @@ def _checked_plan(parameters: dict[str, Any], **more: Any) -> Any:
         "stack_name",
         "rate_limit",
         "follow",
+        "split_hot_keys",
     )
     return plan_migration(
         parameters["table_name"], parameters["transform"], **{name: parameters[name] for name in names}, **more
@@ -363,7 +365,6 @@ def _migrate(args: argparse.Namespace) -> None:
         "tolerated_failure_percentage": args.tolerated_failure_percentage,
         "tolerated_failure_count": args.tolerated_failure_count,
         "journal": not args.no_journal,
-        "split_hot_keys": not args.no_split_hot_keys,
     }
     params.check_share("--max-failed-share", args.max_failed_share)
     params.check_percentage("--tolerated-failure-percentage", args.tolerated_failure_percentage)
@@ -375,7 +376,6 @@ def _migrate(args: argparse.Namespace) -> None:
         prewarm_read_units=args.prewarm_read_units,
         prewarm_write_units=args.prewarm_write_units,
         journal=not args.no_journal,
-        split_hot_keys=not args.no_split_hot_keys,
     )
     if args.execute and not args.no_require_dry_run:
         check_dry_run(plan, parameters["run_dir"])  # refused here: no kernel, no folder, no notebook

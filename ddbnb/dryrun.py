@@ -9,6 +9,7 @@ a verdict.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from ddbnb.exceptions import UnsafeDryRunError, option
 from ddbnb.insight.diff import diff_items
 from ddbnb.insight.estimate import Estimate, estimate
 from ddbnb.insight.sample import sample_items
-from ddbnb.plan import Plan, choose_segments, plan_migration
+from ddbnb.insight.skew import KeyCount, count_cap, count_keys, hot_keys, ordinary, units_of_work
+from ddbnb.plan import MIN_HOT_ITEMS, Plan, choose_segments, plan_migration
+from ddbnb.progress import count_of, format_duration
 from ddbnb.worker import journal, params
 from ddbnb.worker.clients import clear_errors, client
 from ddbnb.worker.evaluate import DELETE, FAILED, MAX_ITEM_BYTES, PUT, UNCHANGED, Verdict, evaluate
@@ -59,12 +62,12 @@ FIXES = {
     "deletes_without_version": "the transform deletes items: each delete is guarded by every attribute as read, "
     "and one that finds the item changed is put back and read again; if the application increments a version "
     "attribute on every write, set version_attribute to it and each delete is guarded by that alone",
-    "stream_off": "without a stream, what the application writes during and after the run cannot be "
-    "replayed: a copy is stale at cutover, and items written in the old shape after the scan passed them stay "
-    "so. Turn one on before the run: {call}",
+    "stream_off": "a copy is stale at cutover, and items written in the old shape after the scan passed them stay "
+    "so. {call}",
     "stream_retention": "DynamoDB keeps stream records 24 hours, and ddbnb.follow replays them from the run's "
     "start once the run ends: split the run (a destination per key range, or raise its limits) so that it ends well "
     "within a day",
+    "hot_key": "{remedy}",
     "pitr_off": "turn it on before the run, so the whole table can be restored to any second before it: "
     "aws dynamodb update-continuous-backups --table-name {table} "
     "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true",
@@ -117,6 +120,8 @@ class DryRun:
     destination: str | None = None
     run_dir: str = ""
     allow_non_idempotent: bool = False
+    keys: list[dict[str, Any]] = field(default_factory=list)  # the partition keys counted (KeyCount.to_dict)
+    key_items_read: int = 0  # items read (keys only) to count them
 
     @property
     def sampled(self) -> int:
@@ -169,6 +174,21 @@ class DryRun:
             return frame
         return frame.groupby(["path", "change"]).size().rename("items").reset_index()
 
+    def hot_keys(self) -> list[KeyCount]:
+        """The counted partition keys that would make their segment more than twice an ordinary one."""
+        return _skew(self.plan, [KeyCount(**k) for k in self.keys], self.sampled)[0]
+
+    def segment_sizes(self) -> pd.DataFrame:
+        """The estimated items of each unit of work, with each key in one segment and as planned (hot keys
+        cut into ranges): one row per unit (unit, kind, items, unsplit_items). See plot_segment_sizes."""
+        import pandas as pd
+
+        counts = [KeyCount(**k) for k in self.keys]
+        items = _table_items(self.plan, counts, self.sampled)
+        hot = _skew(self.plan, counts, self.sampled)[0]
+        rows = units_of_work(items, self.plan.total_segments, self.plan.hot_items, hot)
+        return pd.DataFrame(rows, columns=["unit", "kind", "items", "unsplit_items"])
+
     def findings_frame(self) -> pd.DataFrame:
         """The findings as a DataFrame: key, rule, message."""
         import pandas as pd
@@ -184,13 +204,33 @@ class DryRun:
         )
         lines = [
             f"Dry run of {self.transform} on {self.sampled} sampled item(s) of {self.table!r} "
-            f"({self.items_read} read): {shares}",
+            f"({self.items_read} read{self.counting_note}): {shares}",
             *[f"  ! {f['rule']} {json.dumps(f['key'])}: {f['message']}" for f in self.findings[:20]],
         ]
+        if self.keys:
+            lines.append(self.keys_note)
         if len(self.findings) > 20:
             lines.append(f"  ... and {len(self.findings) - 20} more findings in dry_run.json")
         lines += [str(self.plan), str(self.estimate), self.verdict, "Nothing was written to the table."]
         return "\n".join(lines)
+
+    @property
+    def counting_note(self) -> str:
+        """What counting the partition keys read ("" when nothing)."""
+        return f"; {self.key_items_read:,} more, keys only, to count partition keys" if self.key_items_read else ""
+
+    @property
+    def keys_note(self) -> str:
+        """One line on the partition keys counted and the largest of them."""
+        largest = max(self.keys, key=lambda k: k["items"])
+        census = sum(k["found_by"] == "census" for k in self.keys)
+        hot, base = _skew(self.plan, [KeyCount(**k) for k in self.keys], self.sampled)
+        return (
+            f"Partition keys counted: {len(self.keys)} ({census} first in the table's order, "
+            f"{len(self.keys) - census} met by the sample); the largest holds {_items(largest)}, an ordinary "
+            f"segment ~{base:,}; {count_of(len(hot), 'hot key')}. Keys not counted are cut by the run "
+            "when it meets them."
+        )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
@@ -212,6 +252,8 @@ class DryRun:
             "safe": self.safe,
             "verdict": self.verdict,
             "allow_non_idempotent": self.allow_non_idempotent,
+            "partition_keys": self.keys,
+            "key_items_read": self.key_items_read,
         }
         (folder / "dry_run.json").write_text(json.dumps(report, indent=1, default=str))
         self.run_dir = str(folder)
@@ -232,6 +274,48 @@ def _stream_findings(plan: Plan, planned: Estimate) -> list[dict[str, Any]]:
         hours = f"the run is estimated at {planned.duration_s / 3600:.1f} h"
         return [_finding({}, "stream_retention", hours)]
     return []
+
+
+def _items(count: dict[str, Any]) -> str:
+    return f"{'at least ' if count['at_least'] else ''}{count['items']:,} items"
+
+
+def _table_items(plan: Plan, counts: list[KeyCount], sampled: int) -> int:
+    """The table's items: DescribeTable's count (refreshed about every six hours), or more when the dry run
+    saw more."""
+    return max(plan.table.item_count, sampled, sum(k.items for k in counts))
+
+
+def _skew(plan: Plan, counts: list[KeyCount], sampled: int) -> tuple[list[KeyCount], int]:
+    """The hot keys among ``counts`` and an ordinary segment's items, for this plan's segments."""
+    return hot_keys(counts, _table_items(plan, counts, sampled), plan.total_segments, MIN_HOT_ITEMS)
+
+
+def _hot_key_findings(plan: Plan, counts: list[KeyCount], sampled: int, planned: Estimate) -> list[dict[str, Any]]:
+    """A finding for each counted key that would make its segment more than twice an ordinary one: its
+    items, the time it alone takes at one worker's pace, and what the run does about it."""
+    findings = []
+    hot, base = _skew(plan, counts, sampled)
+    per_item_s = planned.duration_s * max(planned.workers, 1) / max(planned.items, 1)
+    for count in hot:
+        more = "at least " if count.at_least else ""
+        detail = (
+            f"{_items(count.to_dict())} under this partition key, {count.items / base:,.1f} times an ordinary "
+            f"segment's ~{base:,} (one segment holds all of a key's items); alone, at one worker's pace, it takes "
+            f"{more}~{format_duration(count.items * per_item_s)}"
+        )
+        if plan.hot_items:
+            ranges = math.ceil(max(count.items - plan.hot_items, 0) / (2 * plan.hot_items))
+            remedy = (
+                f"nothing to do: the run cuts it into {more}{ranges:,} sort-key ranges of {2 * plan.hot_items:,} "
+                "items, each a unit of its own (split_hot_keys=True)"
+            )
+        elif not plan.split_hot_keys:
+            remedy = "the run lasts at least that long: pass split_hot_keys=True (the default) to cut it into ranges"
+        else:
+            remedy = "the run lasts at least that long: the aws engine does not cut hot keys yet; engine='local' does"
+        findings.append(_finding(format_key(deserialize(count.key)), "hot_key", detail, remedy=remedy))
+    return findings
 
 
 def _finding(key: dict[str, Any], rule: str, detail: str, **fields: str) -> dict[str, Any]:
@@ -282,6 +366,7 @@ def dry_run(
     prewarm_write_units: int = 0,
     allow_non_idempotent: bool = False,
     follow: bool = False,
+    split_hot_keys: bool = True,
     boto3_session: boto3.Session | None = None,
 ) -> DryRun:
     """Sample ``table_name`` across its key space, apply ``transform`` in memory, and report.
@@ -292,7 +377,9 @@ def dry_run(
     A transform that changes its own result again is NOT SAFE (a page read again
     would apply it twice) unless ``allow_non_idempotent``. The estimate times the
     transform on the sample. Call :meth:`DryRun.check` to raise when the verdict
-    is not safe.
+    is not safe. The partition keys first in the table's order, and those the sample meets most, are
+    counted (keys only, up to a cap): each that would make its segment more than twice an ordinary one is a
+    ``hot_key`` finding, and :meth:`DryRun.segment_sizes` estimates every unit of work.
     """
     params.check_int("sample_size", sample_size, 1, 1_000_000)
     params.check_int("seed", seed, 0)
@@ -312,13 +399,15 @@ def dry_run(
         prewarm_read_units=prewarm_read_units,
         prewarm_write_units=prewarm_write_units,
         follow=follow,
+        split_hot_keys=split_hot_keys,
         boto3_session=boto3_session,
     )
     digest = transform_digest(transform)
     facts, func = plan.table, load_transform(transform)
     stats: dict[str, int] = {}
+    dynamodb = client("dynamodb", boto3_session)
     items = sample_items(
-        client("dynamodb", boto3_session),
+        dynamodb,
         table_name,
         sample_size,
         item_count=facts.item_count,
@@ -402,6 +491,9 @@ def dry_run(
         workers=plan.max_concurrency,
         index_write_units_per_item=index_units / sampled,
     )
+    cap = count_cap(ordinary(facts.item_count, plan.total_segments, MIN_HOT_ITEMS))
+    keys = count_keys(dynamodb, table_name, facts.key_names, items, cap=cap, stats=stats)
+    findings += _hot_key_findings(plan, keys, len(items), planned)
     findings += _stream_findings(plan, planned)
     report = DryRun(
         table=table_name,
@@ -415,6 +507,8 @@ def dry_run(
         transform_sha256=digest,
         destination=destination_table_name or None,
         allow_non_idempotent=allow_non_idempotent,
+        keys=[k.to_dict() for k in keys],
+        key_items_read=stats.get("key_items_read", 0),
     )
     if run_dir:
         report.save(run_dir)

@@ -273,3 +273,31 @@ def plot_follow_lag(run_dir: str | Path) -> Figure:
         title=run_title(run_dir, f"Follow lag: {summary['status']}, {summary['records']:,} records"),
     )
     return _save(fig, run_dir, "follow_lag.png")
+
+
+def plot_segment_sizes(units: pd.DataFrame, run_dir: str | Path | None = None) -> Figure:
+    """A dry run's estimate of the items in each unit of work (:meth:`DryRun.segment_sizes`), largest first:
+    left, every partition key in one segment; right, as planned, hot keys cut into ranges (orange).
+
+    A run lasts as long as its largest unit: a bar far above the dashed line (twice the median) is a hot key.
+    Beyond :data:`PER_SEGMENT_MAX` units, the largest are drawn."""
+    import matplotlib.pyplot as plt
+
+    scan = units[units["kind"] == "scan segment"]
+    median = float(scan["unsplit_items"].median()) if len(scan) else 0.0
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    panels = (
+        (scan["unsplit_items"], ["tab:blue"] * len(scan), "each partition key in one segment"),
+        (units["items"], ["tab:orange" if k != "scan segment" else "tab:blue" for k in units["kind"]], "as planned"),
+    )
+    for ax, (values, colors, title) in zip(axes, panels, strict=True):
+        order = values.reset_index(drop=True).sort_values(ascending=False).head(PER_SEGMENT_MAX)
+        ax.bar(range(len(order)), order.to_numpy(), color=[colors[i] for i in order.index], width=0.9)
+        ax.axhline(median, color="black", linestyle="--", linewidth=0.8, label=f"median {median:,.0f}")
+        ax.axhline(2 * median, color="tab:red", linestyle=":", linewidth=0.8, label="twice the median")
+        shown = f"largest {len(order):,} of {len(values):,}" if len(values) > len(order) else f"{len(values):,}"
+        ax.set(title=f"{title}: {shown} units", xlabel="units of work, largest first (orange: a hot key's ranges)")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_ylabel("estimated items")
+    fig.suptitle(run_title(run_dir, "Estimated items per unit of work"), fontsize=10)
+    return _save(fig, run_dir, "segment_sizes.png")

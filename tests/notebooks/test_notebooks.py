@@ -52,6 +52,9 @@ def test_dry_run_migrate_and_results_notebooks(make_table, dynamodb, tmp_path):
     assert sum(report["counts"].values()) == 50
     assert (tmp_path / "diffs.csv").read_text().startswith("key,path,change,before,after")
     assert "Nothing was written" in text_of(dry)
+    # 17 partition keys of about 24 items: all counted, none hot, and the chart of units saved.
+    assert len(report["partition_keys"]) == 17 and "0 hot keys" in text_of(dry)
+    assert (tmp_path / "segment_sizes.png").stat().st_size > 5_000
 
     plan_only = run("03_migrate", tmp_path, table_name=table, transform=spec("by_kind"), run_dir=str(tmp_path))
     assert "execute=False" in text_of(plan_only)

@@ -43,6 +43,7 @@ CONTRACT: dict[str, set[str]] = {
         "allow_non_idempotent",
         "fail_on_unsafe",
         "follow",
+        "split_hot_keys",
     },
     "03_migrate": {
         "table_name",
