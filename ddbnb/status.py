@@ -26,6 +26,12 @@ def _counts(totals: dict[str, Any]) -> str:
     return ", ".join(f"{name} {int(totals.get(name, 0)):,}" for name in SHOWN)
 
 
+def _ranges(summary: dict[str, Any]) -> str:
+    """How many of a finished run's segments were hot keys' ranges ("" when none)."""
+    ranges = int(summary.get("key_range_units") or 0)
+    return f" of {summary.get('segments', '?')} ({ranges:,} hot-key ranges)" if ranges else ""
+
+
 def _plan_line(plan: dict[str, Any]) -> str:
     target = f"into {plan['destination']!r}" if plan.get("destination") else "in place"
     limits = [
@@ -47,11 +53,12 @@ def _live_local(folder: RunFolder, summary: dict[str, Any]) -> list[str]:
     saved = folder.checkpoints()
     totals = {name: sum(int(c.get(name, 0)) for c in saved.values()) for name in SHOWN}
     done = sum(1 for c in saved.values() if c.get("cursor") is None)
-    total = int(summary.get("total_segments") or folder.plan().get("total_segments") or 0)
-    total += len({int(split["segment"]) for c in saved.values() for split in c.get("splits") or ()})  # hot keys' ranges
+    scan = int(summary.get("total_segments") or folder.plan().get("total_segments") or 0)
+    ranges = len({int(split["segment"]) for c in saved.values() for split in c.get("splits") or ()})  # hot keys'
     lines = [
         f"  so far (checkpoints): {_counts(totals)}; segments {done:,} done, "
-        f"{len(saved) - done:,} part done, {max(0, total - len(saved)):,} not started"
+        f"{len(saved) - done:,} part done, {max(0, scan + ranges - len(saved)):,} not started"
+        + (f" (of {scan + ranges:,}: {scan:,} scan segments and {ranges:,} hot-key ranges)" if ranges else "")
     ]
     held = folder.holder()
     if held is not None:
@@ -153,7 +160,8 @@ def run_status(run_dir: str | Path, boto3_session: boto3.Session | None = None) 
         first = summary.get("attempts", [{}])[-1] if summary.get("attempts") else summary
         lines.append(
             f"migration: {first.get('status', status)}: {_counts(summary)}, "
-            f"{summary.get('failed_segments', 0)} failed segment(s), {summary.get('items_per_s', 0):,.0f} items/s, "
+            f"{summary.get('failed_segments', 0)} failed segment(s){_ranges(summary)}, "
+            f"{summary.get('items_per_s', 0):,.0f} items/s, "
             f"started {summary.get('started_at', '?')}"
         )
     else:

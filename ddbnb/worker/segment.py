@@ -210,9 +210,8 @@ class SegmentWork:
         """Add this invocation's throttled reads, and its throttles by reason, to the result."""
         self.result["throttled"] += self.read_throttles
         for backoff in (self.read_backoff, self.writer.backoff):
-            merge_counts(self.result["throttle_reasons"], backoff.reasons)
+            merge_counts(self.result["throttle_reasons"], backoff.take_reasons())
         self.read_throttles = 0
-        self.read_backoff.reasons, self.writer.backoff.reasons = {}, {}
 
     def report(self, in_page: int = 0) -> None:
         """Tell ``on_page`` the running totals; ``in_page`` items of the current page are counted as handled."""

@@ -15,6 +15,7 @@ time, so only the bad item fails.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Backoff:
     sleep: Callable[[float], None] = time.sleep
     on_throttle: Callable[[int, tuple[str, ...]], None] = lambda refused, reasons: None
     reasons: dict[str, int] = field(default_factory=dict)  # throttles by DynamoDB's reason (or UNNAMED)
+    _counting: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def wait(self, attempt: int) -> None:
         """Sleep before retry number ``attempt`` (0-based)."""
@@ -70,10 +72,17 @@ class Backoff:
     def throttled(self, attempt: int, refused: int = 1, reasons: tuple[str, ...] = ()) -> None:
         """A call was throttled (for ``reasons``, when DynamoDB named them), or ``refused`` requests of it were
         left unprocessed: count it, tell the pacing, back off."""
-        for reason in reasons or (UNNAMED,):
-            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        with self._counting:  # a page's write threads share one backoff
+            for reason in reasons or (UNNAMED,):
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
         self.on_throttle(refused, reasons)
         self.wait(attempt)
+
+    def take_reasons(self) -> dict[str, int]:
+        """The throttles counted since the last call, by reason; counting starts again from zero."""
+        with self._counting:
+            taken, self.reasons = self.reasons, {}
+        return taken
 
 
 def is_throttle(exc: ClientError) -> bool:

@@ -15,6 +15,7 @@ import pytest
 import ddbnb
 from ddbnb.engines.checkpoints import load_all
 from ddbnb.insight.results import result_entries
+from ddbnb.status import run_status
 from tests.conftest import create_table, put_items, scan_all, spec
 from tests.functional.test_resume import slow_run
 
@@ -111,12 +112,19 @@ def test_a_sigkilled_split_run_goes_on_exactly_and_rolls_back_exactly(make_table
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     assert any(c.get("splits") for c in _checkpoints(run_dir))
+    # `ddbnb status` on the killed run: the ranges are counted with the scan segments, and it says how to go on.
+    ranges = len({s["segment"] for c in _checkpoints(run_dir) for s in c.get("splits") or ()})
+    killed = run_status(run_dir)
+    assert f"not started (of {4 + ranges:,}: 4 scan segments and {ranges:,} hot-key ranges)" in killed, killed
+    assert "not live: nothing holds the folder" in killed and "resume" in killed
     plan = ddbnb.plan_migration(table, spec("set_flag"), total_segments=4, max_concurrency=2, rate_limit=250)
     summary = ddbnb.migrate(plan, execute=True, run_dir=run_dir, require_dry_run=False, progress=False)
     assert summary is not None and summary["status"] == "SUCCEEDED", summary
     assert summary["scanned"] == 1_500 and summary["failed"] == 0 and summary["key_range_units"] >= 2
     final = scan_all(dynamodb, table)
     assert len(final) == 1_500 and {item["flag"] for item in final.values()} == {"v2"}
+    done = f"0 failed segment(s) of {summary['segments']} ({summary['key_range_units']:,} hot-key ranges)"
+    assert done in run_status(run_dir)
 
     undone = ddbnb.rollback(run_dir, execute=True, progress=False)
     assert undone["failed"] == 0, undone

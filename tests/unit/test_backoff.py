@@ -78,3 +78,43 @@ def test_other_errors_and_endless_throttling_reach_the_caller():
     with pytest.raises(ClientError, match="ProvisionedThroughput"):
         call_patiently(throttled, backoff)
     assert len(calls) == 1 + 3
+
+
+def test_throttles_counted_by_many_threads_while_the_segment_takes_them_are_each_counted_once():
+    import sys
+    import threading
+
+    backoff = Backoff(sleep=lambda _: None)
+    threads, each = 8, 5_000
+    taken: list[dict[str, int]] = []
+    done = threading.Event()
+
+    def count() -> None:
+        for i in range(each):
+            backoff.throttled(0, reasons=("TableWriteKeyRangeThroughputExceeded",) if i % 2 else ())
+
+    def take() -> None:  # the segment adds the counts to its result after every page
+        while not done.is_set():
+            taken.append(backoff.take_reasons())
+        taken.append(backoff.take_reasons())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        taker = threading.Thread(target=take)
+        taker.start()
+        counters = [threading.Thread(target=count) for _ in range(threads)]
+        for thread in counters:
+            thread.start()
+        for thread in counters:
+            thread.join()
+        done.set()
+        taker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    totals: dict[str, int] = {}
+    for counts in taken:
+        for reason, n in counts.items():
+            totals[reason] = totals.get(reason, 0) + n
+    assert totals == {"TableWriteKeyRangeThroughputExceeded": threads * each // 2, UNNAMED: threads * each // 2}
+    assert backoff.take_reasons() == {}
