@@ -58,8 +58,10 @@ def evaluate(
     ``target_keys`` (name: "S", "N" or "B") is the destination's key schema,
     which a copied item must hold.
     """
+    item = deserialize(raw)
+    read = dict(item)  # each attribute's value as read, whatever the transform does to ``item``
     try:
-        after = transform(deserialize(raw))
+        after = transform(item)
     except Exception as exc:
         return Verdict(FAILED, raw, rule="raised", message=f"transform raised {type(exc).__name__}: {exc}")
     if after is None:
@@ -73,7 +75,7 @@ def evaluate(
             message=f"transform returned {type(after).__name__}; return the item dict, or None to delete it",
         )
     try:
-        wire, changed = serialize_changes(after, raw)
+        wire, changed = serialize_changes(after, raw, read)
     except ItemTypeError as exc:
         return Verdict(FAILED, raw, after, rule="invalid_type", message=str(exc))
     if not changed:

@@ -108,6 +108,11 @@ def _matches(value: Any, wire: Mapping[str, Any]) -> bool:
     return value == {_bytes(b) for b in raw}  # "BS"
 
 
+#: What deserialize makes that no transform can change in place: the same object is the same value.
+_IMMUTABLE = frozenset({str, Decimal, bool, type(None), bytes})
+_ABSENT = object()
+
+
 def _bytes(raw: str | bytes) -> bytes:
     return base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)
 
@@ -123,13 +128,20 @@ def serialize(item: Mapping[str, Any]) -> WireItem:
     return _map_to_wire(item, "")
 
 
-def serialize_changes(item: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[WireItem, bool]:
+def serialize_changes(
+    item: Mapping[str, Any], raw: Mapping[str, Any], read: Mapping[str, Any] | None = None
+) -> tuple[WireItem, bool]:
     """Turn ``item``, a transform's result for the wire item ``raw``, into wire format; say whether it changed.
 
     Attributes that still hold ``raw``'s values keep ``raw``'s wire values (the
     same objects), so only what changed is serialized: one walk decides whether
-    anything changed and builds the item to write. Raises ItemTypeError on bad values.
+    anything changed and builds the item to write. ``read``, when given, holds
+    each attribute's value as :func:`deserialize` made it from ``raw``, taken
+    before the transform ran: an attribute still holding that very object, of a
+    type nothing can change in place (a string, number, bool, None or bytes),
+    is unchanged without comparing. Raises ItemTypeError on bad values.
     """
+    read = read or {}
     if not isinstance(item, Mapping):
         raise ItemTypeError("<item>", f"the transform returned {type(item).__name__}, not a dict")
     out: WireItem = {}
@@ -137,7 +149,7 @@ def serialize_changes(item: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[
     for name, child in item.items():
         key = str(name)
         old = raw.get(key)
-        if old is not None and _matches(child, old):
+        if old is not None and ((child is read.get(key, _ABSENT) and type(child) in _IMMUTABLE) or _matches(child, old)):
             out[key] = old
             continue
         changed = True

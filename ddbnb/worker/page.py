@@ -49,6 +49,8 @@ from ddbnb.worker.writes import (
     write_batch,
 )
 
+#: Items of a worker's first page whose size estimates the first write's units (until a call says).
+SIZE_SAMPLE = 32
 #: How many times an item that keeps changing under the migration is read and written again.
 CONFLICT_ROUNDS = 3
 
@@ -199,7 +201,8 @@ class PageWriter:
         """
         tally = PageTally()
         if not self.units_per_item and items:  # before any call has said: the items' own size, by DynamoDB's rules
-            self.units_per_item = sum(write_units(item_size(raw)) for raw in items) / len(items)
+            spread = items[:: max(1, len(items) // SIZE_SAMPLE)]  # sizing every item costs as much as transforming it
+            self.units_per_item = sum(write_units(item_size(raw)) for raw in spread) / len(spread)
         self.texts = texts or {}
         try:
             if self.mode == "conditional":

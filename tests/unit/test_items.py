@@ -8,7 +8,15 @@ import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
 from ddbnb.worker.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
-from ddbnb.worker.items import ItemTypeError, deserialize, format_key, item_size, matches, serialize
+from ddbnb.worker.items import (
+    ItemTypeError,
+    deserialize,
+    format_key,
+    item_size,
+    matches,
+    serialize,
+    serialize_changes,
+)
 
 PYTHON_ITEM = {
     "pk": "user#1",
@@ -153,3 +161,35 @@ def test_a_transform_that_mutates_its_input_is_still_compared_to_the_original():
 )
 def test_matches_compares_values_and_types(value, wire, same):
     assert matches(value, wire) is same
+
+
+def test_an_attribute_still_holding_the_object_read_is_unchanged_and_anything_else_is_compared():
+    raw = {
+        "pk": {"S": "a"},
+        "n": {"N": "12345678901234567890123456789012345678"},
+        "gone": {"NULL": True},
+        "s": {"S": "x"},
+        "b": {"B": "AAE="},
+        "l": {"L": [{"N": "1"}]},
+        "ss": {"SS": ["p", "q"]},
+    }
+    item = deserialize(raw)
+    read = dict(item)
+    # As read: every value the very object read, and nothing changed.
+    wire, changed = serialize_changes(item, raw, read)
+    assert not changed and all(wire[name] is raw[name] for name in raw)
+    # Equal values that are other objects are compared, and still unchanged.
+    same = {**item, "s": "".join(["x"]), "n": Decimal("12345678901234567890123456789012345678"), "b": bytes([0, 1])}
+    assert serialize_changes(same, raw, read) == (raw, False)
+    # Containers changed in place are the same objects, and are compared: changed.
+    item["l"].append(Decimal(2))
+    item["ss"].add("r")
+    wire, changed = serialize_changes(item, raw, read)
+    assert changed and wire["l"] == {"L": [{"N": "1"}, {"N": "2"}]} and sorted(wire["ss"]["SS"]) == ["p", "q", "r"]
+    # None where the item held a string is a change, with or without the values read (no shortcut by absence).
+    for values in (read, None):
+        wire, changed = serialize_changes({**deserialize(raw), "s": None}, raw, values)
+        assert changed and wire["s"] == {"NULL": True}
+    # A value as read under another name is compared as a value of that name.
+    wire, changed = serialize_changes({**deserialize(raw), "s": read["pk"]}, raw, read)
+    assert changed and wire["s"] == {"S": "a"}
