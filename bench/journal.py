@@ -5,8 +5,9 @@ alternating, each on the restored table; after each journaled run, its
 rollback (which puts the table back). Both write modes: a rollback in
 conditional mode reads every item again and guards each write, as a migration
 in conditional mode does. Reports ``journal / no journal`` (target >= 0.85) and
-``rollback / migration`` (target >= 0.8) from the medians, and the client CPU per
-worker process, to show the Python processes were not the bottleneck.
+``rollback / migration`` (target >= 0.8) from the medians, the client CPU per
+worker process, to show the Python processes were not the bottleneck, and
+``client cpu journal / no journal``: what the journal adds to the run's CPU (no target).
 `make bench` runs it; `python -m bench.journal` alone. BENCH_JOURNAL_ITEMS sets the
 table size (default 20,000: ten migrations and rollbacks take about 9 minutes here).
 """
@@ -39,6 +40,7 @@ def main() -> None:
     started = time.perf_counter()
     rates: dict[str, dict[str, list[float]]] = {m: {"journal": [], "no journal": [], "rollback": []} for m in MODES}
     busy: list[float] = []
+    cpu: dict[str, dict[str, list[float]]] = {m: {"journal": [], "no journal": []} for m in MODES}
     try:
         bench.seed_source()
         for round_ in range(ROUNDS):
@@ -51,6 +53,7 @@ def main() -> None:
                     result = bench.run("ddbnb", *args, *(["--no-journal"] if kind == "no journal" else []))
                     _check(result["written"] == items, f"the {mode} run ({kind}) did not write every item")
                     rates[mode][kind].append(result["items_per_s"])
+                    cpu[mode][kind].append(result["cpu_s"])
                     busy.append(_busy(result))
                     if kind == "journal":
                         undone = bench.run("rollback", "--table", SOURCE, "--run-dir", run_dir, "--mode", mode)
@@ -59,7 +62,12 @@ def main() -> None:
                         rates[mode]["rollback"].append(undone["items_per_s"])
     finally:
         bench.close()
-    report: dict[str, Any] = {"items": items, "items_per_s": rates, "client_cpu_per_process": round(max(busy), 2)}
+    report: dict[str, Any] = {
+        "items": items,
+        "items_per_s": rates,
+        "client_cpu_s": cpu,
+        "client_cpu_per_process": round(max(busy), 2),
+    }
     for mode in MODES:
         median = {kind: statistics.median(values) for kind, values in rates[mode].items()}
         ratios = {
@@ -67,6 +75,9 @@ def main() -> None:
             "rollback / migration": median["rollback"] / median["journal"],
         }
         report[mode] = {name: round(value, 3) for name, value in ratios.items()}
+        cpu_ratio = statistics.median(cpu[mode]["journal"]) / statistics.median(cpu[mode]["no journal"])
+        report[mode]["client cpu journal / no journal"] = round(cpu_ratio, 3)
+        print(f"{mode}: client cpu journal / no journal: {cpu_ratio:.3f} (median of {ROUNDS}; no target)")
         for name, value in ratios.items():
             print(
                 f"{mode}: {name}: {value:.3f} (target >= {TARGETS[name]}): journal {median['journal']:,.0f}, "
