@@ -149,7 +149,8 @@ def serialize_changes(
     for name, child in item.items():
         key = str(name)
         old = raw.get(key)
-        if old is not None and ((child is read.get(key, _ABSENT) and type(child) in _IMMUTABLE) or _matches(child, old)):
+        as_read = child is read.get(key, _ABSENT) and type(child) in _IMMUTABLE
+        if old is not None and (as_read or _matches(child, old)):
             out[key] = old
             continue
         changed = True
