@@ -176,16 +176,19 @@ class DryRun:
 
     def hot_keys(self) -> list[KeyCount]:
         """The counted partition keys that would make their segment more than twice an ordinary one."""
-        return _skew(self.plan, [KeyCount(**k) for k in self.keys], self.sampled)[0]
+        return _skew(self.plan, self._counts(), self.sampled)[0]
+
+    def _counts(self) -> list[KeyCount]:
+        return [KeyCount(**k) for k in self.keys]
 
     def segment_sizes(self) -> pd.DataFrame:
         """The estimated items of each unit of work, with each key in one segment and as planned (hot keys
         cut into ranges): one row per unit (unit, kind, items, unsplit_items). See plot_segment_sizes."""
         import pandas as pd
 
-        counts = [KeyCount(**k) for k in self.keys]
+        counts = self._counts()
         items = _table_items(self.plan, counts, self.sampled)
-        hot = _skew(self.plan, counts, self.sampled)[0]
+        hot = hot_keys(counts, items, self.plan.total_segments, MIN_HOT_ITEMS)[0]
         rows = units_of_work(items, self.plan.total_segments, self.plan.hot_items, hot)
         return pd.DataFrame(rows, columns=["unit", "kind", "items", "unsplit_items"])
 
@@ -222,12 +225,13 @@ class DryRun:
     @property
     def keys_note(self) -> str:
         """One line on the partition keys counted and the largest of them."""
-        largest = max(self.keys, key=lambda k: k["items"])
-        census = sum(k["found_by"] == "census" for k in self.keys)
-        hot, base = _skew(self.plan, [KeyCount(**k) for k in self.keys], self.sampled)
+        counts = self._counts()
+        largest = max(counts, key=lambda k: k.items)
+        census = sum(k.found_by == "census" for k in counts)
+        hot, base = _skew(self.plan, counts, self.sampled)
         return (
-            f"Partition keys counted: {len(self.keys)} ({census} first in the table's order, "
-            f"{len(self.keys) - census} met by the sample); the largest holds {_items(largest)}, an ordinary "
+            f"Partition keys counted: {len(counts)} ({census} first in the table's order, "
+            f"{len(counts) - census} met by the sample); the largest holds {_items(largest)}, an ordinary "
             f"segment ~{base:,}; {count_of(len(hot), 'hot key')}. Keys not counted are cut by the run "
             "when it meets them."
         )
@@ -276,8 +280,8 @@ def _stream_findings(plan: Plan, planned: Estimate) -> list[dict[str, Any]]:
     return []
 
 
-def _items(count: dict[str, Any]) -> str:
-    return f"{'at least ' if count['at_least'] else ''}{count['items']:,} items"
+def _items(count: KeyCount) -> str:
+    return f"{'at least ' if count.at_least else ''}{count.items:,} items"
 
 
 def _table_items(plan: Plan, counts: list[KeyCount], sampled: int) -> int:
@@ -300,7 +304,7 @@ def _hot_key_findings(plan: Plan, counts: list[KeyCount], sampled: int, planned:
     for count in hot:
         more = "at least " if count.at_least else ""
         detail = (
-            f"{_items(count.to_dict())} under this partition key, {count.items / base:,.1f} times an ordinary "
+            f"{_items(count)} under this partition key, {count.items / base:,.1f} times an ordinary "
             f"segment's ~{base:,} (one segment holds all of a key's items); alone, at one worker's pace, it takes "
             f"{more}~{format_duration(count.items * per_item_s)}"
         )

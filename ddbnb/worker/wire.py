@@ -159,6 +159,11 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 _SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # the stub names the class, not the context
 
 
+def _skip(text: str, at: int) -> int:
+    """Where the JSON whitespace from ``at`` ends."""
+    return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # the pattern matches the empty string
+
+
 def parse_page(body: bytes) -> dict[str, Any]:
     """A read's response parsed as :func:`json.loads` would, plus its items' own texts under :data:`ITEM_TEXTS`.
 
@@ -176,30 +181,30 @@ def parse_page(body: bytes) -> dict[str, Any]:
 
 def _parse_object(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    at = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    at = _skip(text, 0)
     if text[at] != "{":
         raise ValueError("not an object")
-    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    at = _skip(text, at + 1)
     while text[at] != "}":
         if text[at] != '"':
             raise ValueError("not a name")
         name, at = scanstring(text, at + 1)
-        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+        at = _skip(text, at)
         if text[at] != ":":
             raise ValueError("no colon")
-        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        at = _skip(text, at + 1)
         if name == "Items" and text[at] == "[":
             out["Items"], out[ITEM_TEXTS], at = _parse_items(text, at + 1)
         else:
             out[name], at = _SCAN(text, at)
-        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+        at = _skip(text, at)
         if text[at] == ",":
-            at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            at = _skip(text, at + 1)
             if text[at] == "}":
                 raise ValueError("a comma before the end")
         elif text[at] != "}":
             raise ValueError("no comma")
-    if text[_SPACE.match(text, at + 1).end() :]:  # type: ignore[union-attr]
+    if text[_skip(text, at + 1) :]:
         raise ValueError("text after the object")
     return out
 
@@ -207,19 +212,19 @@ def _parse_object(text: str) -> dict[str, Any]:
 def _parse_items(text: str, at: int) -> tuple[list[Any], list[str], int]:
     items: list[Any] = []
     texts: list[str] = []
-    at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+    at = _skip(text, at)
     if text[at] == "]":
         return items, texts, at + 1
     while True:
         item, end = _SCAN(text, at)
         items.append(item)
         texts.append(text[at:end])
-        at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        at = _skip(text, end)
         if text[at] == "]":
             return items, texts, at + 1
         if text[at] != ",":
             raise ValueError("no comma")
-        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        at = _skip(text, at + 1)
 
 
 #: Environment variables that decide where and as whom a default-session client talks.
