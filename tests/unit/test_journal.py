@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import importlib.util
 import json
+import sys
 
 import pytest
 
@@ -80,6 +82,31 @@ def test_an_object_is_gzipped_json_lines_that_read_back_in_order(tmp_path):
     assert not list(tmp_path.glob("segment-3/*.tmp"))
     sizes = sum(path.stat().st_size for path in tmp_path.glob("segment-3/*"))
     assert journal.totals(str(tmp_path)) == {"objects": 2, "bytes": sizes}
+
+
+def test_isal_and_the_standard_librarys_gzip_read_each_others_journals(tmp_path, monkeypatch):
+    """The client compresses with ISA-L; the Lambda package, without it, with zlib: a rollback reads both."""
+    assert journal._gzip.__name__ == "isal.igzip"  # installed with ddbnb: the journal's CPU depends on it
+    entries = [
+        journal.entry({"pk": {"S": str(i)}}, {"pk": {"S": str(i)}, "n": {"N": "1" * 38}}, None) for i in range(50)
+    ]
+    fast = journal.encode(entries)
+    assert [json.loads(line) for line in gzip.decompress(fast).splitlines()] == entries
+    folder = tmp_path / "segment-0"
+    folder.mkdir()
+    (folder / ("a" + journal.SUFFIX)).write_bytes(gzip.compress(b"".join(journal._line(e).encode() for e in entries)))
+    assert journal.read_object(str(tmp_path), 0, "a" + journal.SUFFIX) == entries
+
+    monkeypatch.setitem(sys.modules, "isal", None)  # as in the Lambda package: a copy of the module, loaded so
+    monkeypatch.delitem(sys.modules, "isal.igzip", raising=False)
+    spec = importlib.util.spec_from_file_location("journal_without_isal", journal.__file__)
+    assert spec is not None and spec.loader is not None
+    without = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(without)
+    assert without._gzip is gzip
+    assert [json.loads(line) for line in gzip.decompress(without.encode(entries)).splitlines()] == entries
+    (folder / ("b" + journal.SUFFIX)).write_bytes(fast)
+    assert without.read_object(str(tmp_path), 0, "b" + journal.SUFFIX) == entries
 
 
 def test_binary_from_boto3s_own_client_is_kept_as_the_wire_spells_it(tmp_path):
