@@ -314,10 +314,8 @@ def _hot_key_findings(plan: Plan, counts: list[KeyCount], sampled: int, planned:
                 f"nothing to do: the run cuts it into {more}{ranges:,} sort-key ranges of {2 * plan.hot_items:,} "
                 "items, each a unit of its own (split_hot_keys=True)"
             )
-        elif not plan.split_hot_keys:
-            remedy = "the run lasts at least that long: pass split_hot_keys=True (the default) to cut it into ranges"
         else:
-            remedy = "the run lasts at least that long: the aws engine does not cut hot keys yet; engine='local' does"
+            remedy = "the run lasts at least that long: pass split_hot_keys=True (the default) to cut it into ranges"
         findings.append(_finding(format_key(deserialize(count.key)), "hot_key", detail, remedy=remedy))
     return findings
 

@@ -287,14 +287,13 @@ def choose_hot_items(facts: TableFacts, engine: str, total_segments: int, split:
         return 0, "hot keys are not split (split_hot_keys=False): one key's items stay in one segment"
     if len(facts.key_names) < 2:
         return 0, ""  # without a sort key a partition key is one item
-    if engine == "aws":
-        return 0, "hot keys are split on the local engine only for now: on aws one key's items stay in one segment"
     per_segment = math.ceil(facts.item_count / total_segments)
     hot = max(MIN_HOT_ITEMS, math.ceil(per_segment / 2))
+    when = " (on aws, in a second pass of the Map once the scan segments are done)" if engine == "aws" else ""
     return hot, (
         f"hot keys split: a segment that meets a partition key with more than {hot:,} items (half a segment's) "
         f"reads the rest of it once, keys only, and cuts it into sort-key ranges of {2 * hot:,} items, each run "
-        "as a segment of its own"
+        f"as a segment of its own{when}"
     )
 
 
@@ -346,11 +345,12 @@ def plan_migration(
     must have a stream on (and, for a copy, one that carries old images), or
     StreamRequiredError names the call that turns one on. Whenever the source
     has a stream, every run records its position before the first read, so any
-    run can be followed later. ``split_hot_keys`` (on by default, local engine)
+    run can be followed later. ``split_hot_keys`` (on by default)
     lets a segment that meets a partition key holding more than half a
     segment's items cut the rest of that key into sort-key ranges, each run as a
     unit of its own (a parallel scan cannot split one key: without this, one key
-    holding half the table makes one segment take half the run). Nothing is written.
+    holding half the table makes one segment take half the run); on the aws
+    engine the ranges run in a second pass of the Map. Nothing is written.
     """
     params.check_table_name("table_name", table_name)
     params.check_choice("engine", engine, params.ENGINES)

@@ -20,6 +20,7 @@ from ddbnb.exceptions import DdbnbError
 from ddbnb.progress import RunView
 from ddbnb.worker import prewarm
 from ddbnb.worker.clients import client
+from ddbnb.worker.hotkeys import results_prefix
 from ddbnb.worker.transforms import lambda_transform_spec
 
 #: Seconds between status polls.
@@ -27,7 +28,7 @@ POLL_S = 5.0
 #: The child workflow's state that carries a segment's cursor to its next invocation.
 NEXT_INVOCATION = "NextInvocation"
 #: What ResultWriter leaves in a run folder (cleared before results are fetched again).
-RESULT_FILES = ("manifest.json", "SUCCEEDED_*.json", "FAILED_*.json", "PENDING_*.json")
+RESULT_FILES = ("manifest.json", "SUCCEEDED_*.json", "FAILED_*.json", "PENDING_*.json", "map[0-9]*-*.json")
 _RUNNING = ("RUNNING", "PENDING_REDRIVE")
 
 
@@ -45,7 +46,10 @@ def execution_input(
     """The state machine's input for a run of ``events`` (the first carries the run settings).
 
     The Map fails when either failure threshold is passed, so a threshold that
-    was not given (0) while the other was is set to tolerate everything.
+    was not given (0) while the other was is set to tolerate everything. With
+    ``hot_items``, the key ranges the scan segments cut run in a second pass of
+    the Map, from ``ranges.json`` next to the segment list (``ranges`` is null
+    until then).
     """
     first = events[0]
     percentage, count = float(tolerated_failure_percentage), int(tolerated_failure_count)
@@ -56,7 +60,8 @@ def execution_input(
     return {
         "table": first["table"],
         "destination": first.get("destination"),
-        "total_segments": first["total_segments"],
+        # the largest: a rollback numbers a hot key's ranges past the scan segments, and says so in its own
+        "total_segments": max(int(event["total_segments"]) for event in events),
         "transform": lambda_transform_spec(first["transform"]),
         "write_mode": first["write_mode"],
         "version_attribute": first.get("version_attribute") or "",
@@ -68,6 +73,9 @@ def execution_input(
         "page_size": int(first.get("page_size") or 0),
         "rate_limit": first["rate_limit"],
         "segments_key": segments_key,
+        "hot_items": int(first.get("hot_items") or 0),
+        "ranges_key": str(PurePosixPath(segments_key).with_name("ranges.json")),
+        "ranges": None,
         "max_concurrency": max_concurrency,
         "tolerated_failure_percentage": percentage,
         "tolerated_failure_count": count,
@@ -101,7 +109,9 @@ def start_run(
     bucket = outputs["ResultsBucketName"]
     segments_key = f"runs/{run_name}/segments.json"
     client("s3", boto3_session).put_object(
-        Bucket=bucket, Key=segments_key, Body=json.dumps([{"segment": e["segment"]} for e in events]).encode()
+        Bucket=bucket,
+        Key=segments_key,
+        Body=json.dumps([{"segment": e["segment"], "key_range": e.get("key_range")} for e in events]).encode(),
     )
     document = execution_input(
         events,
@@ -125,20 +135,26 @@ def describe_status(execution_arn: str, boto3_session: boto3.Session | None = No
     return str(described["status"])
 
 
-def _map_run_arn(sfn: Any, execution_arn: str) -> str | None:
-    """The ARN of the execution's Map Run, or None before the Map has started."""
-    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
-    return str(runs[0]["mapRunArn"]) if runs else None
+def map_run_arns(sfn: Any, execution_arn: str) -> list[str]:
+    """The ARNs of the execution's Map Runs, oldest first: the scan segments', then (when hot keys were cut)
+    their key ranges'. Empty before the Map has started."""
+    runs = [
+        run
+        for page in sfn.get_paginator("list_map_runs").paginate(executionArn=execution_arn)
+        for run in page.get("mapRuns", [])
+    ]
+    return [str(run["mapRunArn"]) for run in sorted(runs, key=lambda run: run["startDate"])]
 
 
 def map_counts(execution_arn: str, boto3_session: boto3.Session | None = None, sfn: Any = None) -> dict[str, int]:
-    """The execution's Map Run item counts (one item per segment): total, succeeded, running, failed, ...;
-    empty before the Map has started."""
+    """The item counts of the execution's Map Runs (one item per segment or key range), added up: total,
+    succeeded, running, failed, ...; empty before the Map has started."""
     sfn = sfn or client("stepfunctions", boto3_session)
-    map_run = _map_run_arn(sfn, execution_arn)
-    if map_run is None:
-        return {}
-    return dict(sfn.describe_map_run(mapRunArn=map_run).get("itemCounts", {}))
+    counts: dict[str, int] = {}
+    for map_run in map_run_arns(sfn, execution_arn):
+        for name, value in sfn.describe_map_run(mapRunArn=map_run).get("itemCounts", {}).items():
+            counts[name] = counts.get(name, 0) + int(value)
+    return counts
 
 
 def wait_run(
@@ -162,6 +178,7 @@ def wait_run(
             while True:
                 described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
                 counts = map_counts(execution_arn, sfn=sfn)
+                view.total_segments = max(view.total_segments, counts.get("total", 0))  # and the key ranges
                 done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "timedOut", "aborted"))
                 failed = sum(counts.get(k, 0) for k in ("failed", "timedOut", "aborted"))
                 view.segments(done, counts.get("running", 0), failed)
@@ -233,32 +250,62 @@ def last_position(events: list[dict[str, Any]]) -> dict[str, Any] | None:
 def fetch_results(
     outputs: dict[str, str], execution_arn: str, run_dir: str | Path, boto3_session: boto3.Session | None = None
 ) -> list[Path]:
-    """Copy the execution's ResultWriter files (``results/<map run id>/``) into ``run_dir``."""
-    map_run = _map_run_arn(client("stepfunctions", boto3_session), execution_arn)
-    if map_run is None:
+    """Copy the execution's ResultWriter files (``results/<map run id>/``) into ``run_dir``.
+
+    A run that cut hot keys has a second Map Run, for the key ranges: its files
+    are copied as ``map2-<name>``, and ``manifest.json`` lists the files of both.
+    """
+    map_runs = map_run_arns(client("stepfunctions", boto3_session), execution_arn)
+    if not map_runs:
         raise DdbnbError(
             f"Execution {execution_arn} started no Map Run, so it wrote no results; "
             "see its history in the Step Functions console."
         )
-    prefix = f"results/{map_run.rsplit(':', 1)[-1]}/"
-    s3 = client("s3", boto3_session)
     folder = Path(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for pattern in RESULT_FILES:  # an earlier fetch of this execution, before a redrive
         for stale in folder.glob(pattern):
             stale.unlink()
+    copied: list[Path] = []
+    manifests = []
+    for index, map_run in enumerate(map_runs):
+        renamed = "" if index == 0 else f"map{index + 1}-"
+        files = _copy_map_run(outputs["ResultsBucketName"], results_prefix(map_run), folder, renamed, boto3_session)
+        copied += files
+        manifests.append((renamed, folder / f"{renamed}manifest.json"))
+    if len(manifests) > 1:
+        _merge_manifests(manifests)
+    return copied
+
+
+def _copy_map_run(
+    bucket: str, prefix: str, folder: Path, renamed: str, boto3_session: boto3.Session | None
+) -> list[Path]:
+    """Copy one Map Run's ResultWriter files into ``folder``, each name prefixed with ``renamed``."""
+    s3 = client("s3", boto3_session)
     copied = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=outputs["ResultsBucketName"], Prefix=prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            target = folder / PurePosixPath(item["Key"]).name
-            s3.download_file(outputs["ResultsBucketName"], item["Key"], str(target))
+            target = folder / f"{renamed}{PurePosixPath(item['Key']).name}"
+            s3.download_file(bucket, item["Key"], str(target))
             copied.append(target)
-    if not any(path.name == "manifest.json" for path in copied):
+    if not any(path.name == f"{renamed}manifest.json" for path in copied):
         raise DdbnbError(
-            f"No manifest.json under {prefix} in {outputs['ResultsBucketName']}; "
-            "see the execution in the Step Functions console."
+            f"No manifest.json under {prefix} in {bucket}; see the execution in the Step Functions console."
         )
     return copied
+
+
+def _merge_manifests(manifests: list[tuple[str, Path]]) -> None:
+    """Make the first manifest list every Map Run's result files, by the names they were copied under."""
+    merged = json.loads(manifests[0][1].read_text())
+    listed = merged.setdefault("ResultFiles", {})
+    for renamed, path in manifests[1:]:
+        for status, files in json.loads(path.read_text()).get("ResultFiles", {}).items():
+            for listed_file in files:
+                name = f"{renamed}{PurePosixPath(listed_file['Key']).name}"
+                listed.setdefault(status, []).append({**listed_file, "Key": name})
+    manifests[0][1].write_text(json.dumps(merged, indent=1))
 
 
 def fetch_failures(

@@ -19,10 +19,16 @@ The ranges are half open, ``(after, until]``: the first starts after the last
 item the scan handled itself, and the last has no end, so items written into
 the key later still belong to a range. A table without a sort key needs none
 of this: a key there is one item.
+
+On the aws engine the Map reads a fixed list of segments, so the ranges run in a
+second pass of the same Map: when the scan segments are done, the state machine
+has :func:`collect_ranges` read their ``splits`` from the Map Run's ResultWriter
+files and write the ranges as the Map's next item list.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,3 +190,29 @@ def range_events(parent: Mapping[str, Any], splits: Sequence[Mapping[str, Any]])
         {**base, "segment": int(split["segment"]), "key_range": {n: split[n] for n in ("key", "after", "until")}}
         for split in splits
     ]
+
+
+def results_prefix(map_run_arn: str) -> str:
+    """Where the ResultWriter (prefix ``results``) puts a Map Run's files: ``results/<map run id>/``."""
+    return f"results/{map_run_arn.rsplit(':', 1)[-1]}/"
+
+
+def collect_ranges(s3: Any, bucket: str, map_run_arn: str, write_to: str) -> dict[str, Any]:
+    """The key-range units the segments of a Map Run cut, written to ``s3://bucket/write_to`` as the Map's
+    next item list (``[{segment, key_range}]``, by segment). Returns ``{count, key}``.
+
+    Read from every ``SUCCEEDED_*.json`` the Map Run's ResultWriter wrote (a redriven Map Run adds files
+    next to the first ones): a segment's ``splits`` are final only in its last result.
+    """
+    prefix = results_prefix(map_run_arn)
+    units: dict[int, dict[str, Any]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}SUCCEEDED_"):
+        for listed in page.get("Contents", []):
+            for entry in json.loads(s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read()):
+                output = json.loads(entry.get("Output") or "{}")
+                for split in output.get("splits") or ():
+                    key_range = {name: split[name] for name in ("key", "after", "until")}
+                    units[int(split["segment"])] = {"segment": int(split["segment"]), "key_range": key_range}
+    items = [units[segment] for segment in sorted(units)]
+    s3.put_object(Bucket=bucket, Key=write_to, Body=json.dumps(items).encode())
+    return {"count": len(items), "key": write_to}

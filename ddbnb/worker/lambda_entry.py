@@ -1,5 +1,5 @@
-"""What the Lambda handler calls: one segment's work (migration or rollback), a batch of stream records, or a
-capacity action.
+"""What the Lambda handler calls: one segment's work (migration or rollback), a batch of stream records, a
+capacity action, or the collection of the key ranges a Map Run's segments cut.
 
 Only the standard library and boto3: this module ships inside the Lambda package.
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 from ddbnb.worker import followbatch, prewarm, rollback
 from ddbnb.worker.clients import client
+from ddbnb.worker.hotkeys import collect_ranges
 from ddbnb.worker.segment import process_segment
 
 #: Seconds kept free before the Lambda timeout, so the worker returns its cursor in time.
@@ -22,7 +23,7 @@ STATUS_CHANGE = "Step Functions Execution Status Change"
 
 def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Process one segment until it ends or the invocation nears its timeout, a batch of stream records, or run a
-    capacity action."""
+    capacity action or the collection of key ranges."""
     remaining = context.get_remaining_time_in_millis() / 1000
     deadline = time.time() + remaining - min(SAFETY_S, remaining / 4)
     if event.get("detail-type") == STATUS_CHANGE:
@@ -40,6 +41,8 @@ def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         return {"ready": prewarm.capacity_ready(client("dynamodb"), event["tables"])}
     if action == "restore_capacity":
         return prewarm.restore_capacity(client("dynamodb"), event["restore"], deadline=deadline)
+    if action == "collect_ranges":  # the hot keys' ranges the scan segments cut: the Map's second pass
+        return collect_ranges(client("s3"), event["bucket"], event["map_run"], event["write_to"])
     return run_event(event, deadline=deadline)
 
 

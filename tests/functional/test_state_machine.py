@@ -68,8 +68,10 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
         event = json.loads(body)
         if "Records" in event:  # the follower, fed by a stream's event source mapping
             return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
-        if "action" in event:  # pre-warm and restore
+        if "action" in event:  # pre-warm, restore, and the key ranges' collection
             actions.append(event)
+            if event["action"] == "collect_ranges":  # what AWS's ResultWriter wrote when the Map Run ended
+                publish_results(session.client("s3", endpoint_url=url), event["map_run"], results, ranges=False)
             return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
         if behaviour["hold"] is not None:  # a segment that runs until the test lets it go
             behaviour["hold"].wait(30)
@@ -109,6 +111,29 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
         "behaviour": behaviour,
     }
     server.stop()
+
+
+def publish_results(
+    s3: Any, map_run: str, results: list[tuple[dict[str, Any], dict[str, Any]]], *, ranges: bool
+) -> None:
+    """Write what AWS's ResultWriter writes for a Map Run (moto's writes an empty manifest): each scan
+    segment's (or, with ``ranges``, each key range's) last result, under ``results/<map run id>/``."""
+    import tempfile
+
+    from ddbnb.engines.resultwriter import ChildOutcome, write_results
+    from ddbnb.worker.hotkeys import results_prefix
+
+    last = {e["segment"]: (e, r) for e, r in results if bool(e.get("key_range")) == ranges and r["cursor"] is None}
+    done = [ChildOutcome(e, "SUCCEEDED", r["started_at"], r["finished_at"], output=r) for e, r in last.values()]
+    with tempfile.TemporaryDirectory() as folder:
+        write_results(folder, done, run_name="map-run", engine="aws")
+        prefix = results_prefix(map_run)
+        listed = {"SUCCEEDED": [{"Key": f"{prefix}SUCCEEDED_0.json", "Size": 1}], "FAILED": [], "PENDING": []}
+        s3.put_object(
+            Bucket="results", Key=f"{prefix}SUCCEEDED_0.json", Body=(Path(folder) / "SUCCEEDED_0.json").read_bytes()
+        )
+        manifest = {"DestinationBucket": "results", "MapRunArn": map_run, "ResultFiles": listed}
+        s3.put_object(Bucket="results", Key=f"{prefix}manifest.json", Body=json.dumps(manifest).encode())
 
 
 def create_stack_resources(moto: dict[str, Any], table: str) -> dict[str, str]:
@@ -487,3 +512,98 @@ def test_a_rollback_runs_on_the_state_machine_from_the_journal_the_migration_lef
     assert (summary["written"], summary["conflicts"], summary["status"]) == (1200, 0, "SUCCEEDED")
     assert summary["execution_status"] == "SUCCEEDED"
     assert ddbnb.load_results(summary["run_dir"])["scanned"].sum() == 1200
+
+
+def test_a_hot_key_is_cut_by_its_scan_segment_and_its_ranges_run_in_a_second_pass_of_the_map(
+    moto, dynamodb, make_table, tmp_path, monkeypatch
+):
+    import functools
+    import importlib
+
+    from ddbnb.insight.results import load_results, summarize
+    from ddbnb.plan import Plan
+    from ddbnb.worker.tables import describe_table
+
+    awsrun, rollback_module = importlib.import_module("ddbnb.awsrun"), importlib.import_module("ddbnb.rollback")
+    hot = [{"pk": {"S": "tenant#big"}, "sk": {"S": f"o{i:05d}"}, "n": {"N": str(i)}} for i in range(450)]
+    rest = [{"pk": {"S": f"tenant#{i:03d}"}, "sk": {"S": "o"}, "n": {"N": str(i)}} for i in range(150)]
+    table = make_table(hot + rest)
+    original = scan_all(dynamodb, table)
+    outputs = create_stack_resources(moto, table)
+    sfn, s3 = moto["client"]("stepfunctions"), moto["client"]("s3")
+
+    def fetch_results(outputs: dict[str, str], arn: str, run_dir: Path, session: Any = None) -> list[Path]:
+        operation = json.loads(sfn.describe_execution(executionArn=arn)["input"])["operation"]
+        ran = [(e, r) for e, r in moto["results"] if e["operation"] == operation]
+        for index, map_run in enumerate(engine_aws.map_run_arns(sfn, arn)):  # what AWS's ResultWriter writes
+            publish_results(s3, map_run, ran, ranges=index == 1)
+        return engine_aws.fetch_results(outputs, arn, run_dir, session)
+
+    for module in (awsrun, rollback_module):
+        monkeypatch.setattr(module, "stack_outputs", lambda *_: outputs)
+        monkeypatch.setattr(module, "fetch_results", fetch_results)
+    monkeypatch.setattr(rollback_module, "wait_run", functools.partial(engine_aws.wait_run, poll_s=0.5))
+    monkeypatch.setattr(awsrun, "wait_run", functools.partial(engine_aws.wait_run, poll_s=0.5))
+    plan = Plan(describe_table(table), spec("bump"), "aws", 4, 4, stack_name="stack", write_mode="batch", hot_items=100)
+    RunFolder(tmp_path).record_plan({**plan.settings(), "journal_to": ""})
+    ran = awsrun.run_aws(plan, RunFolder(tmp_path), False, None)
+    assert ran["execution_status"] == "SUCCEEDED"
+    arn = ran["execution_arn"]
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    states = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    assert states == [
+        *["PrewarmWanted", "NothingRaised", "Migrate", "RangesWanted", "CollectRanges", "AnyRanges", "RangesList"],
+        *["Migrate", "RangesWanted", "RestoreWanted", "Done"],
+    ]
+    # Every item handled exactly once: the scan took the hot key's first 100, its ranges the other 350.
+    assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}
+    key = f"runs/{ran['execution_name']}/ranges.json"
+    ranges = json.loads(s3.get_object(Bucket="results", Key=key)["Body"].read())
+    cutter = next(r for e, r in moto["results"] if r.get("splits"))
+    assert [unit["segment"] for unit in ranges] == [split["segment"] for split in cutter["splits"]]
+    assert len(ranges) == 2 and all(unit["segment"] >= 4 for unit in ranges)  # 200 and 150 items
+    assert ranges[0]["key_range"]["key"] == {"pk": {"S": "tenant#big"}} and ranges[-1]["key_range"]["until"] is None
+    range_calls = [c for c in moto["calls"] if c.get("key_range")]
+    assert sorted({c["segment"] for c in range_calls}) == [unit["segment"] for unit in ranges]
+    assert all(c["hot_items"] == 100 and c["total_segments"] == 4 for c in moto["calls"])
+    assert engine_aws.map_counts(arn, sfn=sfn)["total"] == 6
+
+    # Both Map Runs' results reach the run folder; the summary counts the ranges as segments.
+    assert sorted(p.name for p in tmp_path.glob("*.json") if "SUCCEEDED" in p.name or "manifest" in p.name) == [
+        "SUCCEEDED_0.json",
+        "manifest.json",
+        "map2-SUCCEEDED_0.json",
+        "map2-manifest.json",
+    ]
+    summary = summarize(tmp_path, 1.0, 4)
+    assert (summary["segments"], summary["key_range_units"], summary["failed_segments"]) == (6, 2, 0)
+    assert (summary["scanned"], summary["written"], summary["status"]) == (600, 600, "SUCCEEDED")
+    frame = load_results(tmp_path)
+    assert list(frame["key_range"]) == [False] * 4 + [True] * 2
+    assert list(frame.loc[frame["key_range"], "scanned"]) == [200, 150]
+
+    # The rollback, on the state machine too, undoes the ranges' writes with the scan segments'.
+    undone = ddbnb.rollback(tmp_path, engine="aws", execute=True, progress=False)
+    rolled = {c["segment"] for c in moto["calls"] if c.get("operation") == "rollback"}
+    assert rolled == {0, 1, 2, 3} | {unit["segment"] for unit in ranges}
+    assert scan_all(dynamodb, table) == original
+    assert (undone["written"], undone["conflicts"], undone["status"]) == (600, 0, "SUCCEEDED")
+
+
+def test_without_a_cut_the_map_runs_once(moto, dynamodb, make_table, tmp_path):
+    table = make_table([simple_item(i) for i in range(120)])  # 17 keys of about 7 items: none hot
+    outputs = create_stack_resources(moto, table)
+    events = [{**event, "hot_items": 100} for event in events_for(table, 2)]
+    arn = engine_aws.start_run(events, outputs, "run-cool", max_concurrency=2)
+    described = engine_aws.wait_run(arn, 2, poll_s=0.5, progress=False)
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    sfn = moto["client"]("stepfunctions")
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    states = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    assert states[-6:] == ["Migrate", "RangesWanted", "CollectRanges", "AnyRanges", "RestoreWanted", "Done"]
+    assert len(engine_aws.map_run_arns(sfn, arn)) == 1
+    ranges = json.loads(
+        moto["client"]("s3").get_object(Bucket="results", Key="runs/run-cool/ranges.json")["Body"].read()
+    )
+    assert ranges == []
+    assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from ddbnb.plan import choose_segments
+from ddbnb.plan import choose_hot_items, choose_segments
 from ddbnb.progress import LineProgress, format_duration, progress_mode
 from ddbnb.worker.tables import TableFacts
 
@@ -27,6 +27,16 @@ def test_segments_follow_the_table_size_on_both_engines(items, local, aws):
 def test_big_items_get_more_aws_segments_by_bytes():
     count, reason = choose_segments(facts(100_000, item_bytes=100_000), "aws")
     assert count == 38 and "MiB" in reason  # 9.3 GiB / 256 MiB
+
+
+def test_both_engines_cut_hot_keys_and_the_aws_plan_says_it_takes_a_second_pass():
+    composite = TableFacts("t", 10_000_000, 10**10, "PAY_PER_REQUEST", 0, 0, ("pk", "sk"))
+    local, why_local = choose_hot_items(composite, "local", 3_334, True)
+    aws, why_aws = choose_hot_items(composite, "aws", 200, True)
+    assert (local, aws) == (1_500, 25_000)  # half a segment's share
+    assert "second pass of the Map" in why_aws and "second pass" not in why_local
+    assert choose_hot_items(composite, "aws", 200, False)[0] == 0
+    assert choose_hot_items(facts(10_000_000), "aws", 200, True) == (0, "")  # no sort key: a key is one item
 
 
 @pytest.mark.parametrize(

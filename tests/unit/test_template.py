@@ -91,13 +91,16 @@ def test_a_failed_map_fails_the_execution_at_the_map_so_a_redrive_runs_the_map_r
 def test_capacity_is_raised_and_restored_by_the_worker_on_every_exit(template):
     (machine,) = resources(template, "AWS::StepFunctions::StateMachine")
     states = machine["Definition"]["States"]
-    for name in ("RaiseCapacity", "CapacityReady", "RestoreCapacity"):
+    for name in ("RaiseCapacity", "CapacityReady", "RestoreCapacity", "CollectRanges"):
         assert states[name]["Parameters"]["FunctionName"] == "${WorkerFunctionArn}"
         assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= set(
             states[name]["Retry"][0]["ErrorEquals"]
         )
     assert states["CapacityActive"]["Default"] == "WaitForCapacity"
-    assert states["Migrate"]["Next"] == "RestoreWanted"
+    # The Map's one or two passes (the second runs the hot keys' ranges) all end at the restore.
+    assert states["Migrate"]["Next"] == "RangesWanted"
+    assert states["RangesWanted"]["Default"] == states["AnyRanges"]["Default"] == "RestoreWanted"
+    assert states["RangesList"]["Next"] == "Migrate" and "Catch" not in states["CollectRanges"]
     # A refused restore never fails a run that succeeded: it is caught, and reported in the output.
     assert states["RestoreCapacity"]["Catch"][0]["Next"] == "Done"
     # Failed, stopped and timed-out executions: the stack's rule sends the status change to the worker.
@@ -188,12 +191,22 @@ def test_every_run_setting_reaches_each_invocation_rollbacks_and_journals_includ
     selected = {name.removesuffix(".$") for name in migrate["ItemSelector"]}
     again = {name.removesuffix(".$") for name in migrate["ItemProcessor"]["States"]["NextInvocation"]["Parameters"]}
     assert again == selected | {"cursor", "totals"}  # the loop drops nothing the first invocation had
-    assert {"operation", "journal"} <= selected
+    assert {"operation", "journal", "key_range", "hot_items"} <= selected
     event = {"table": "t", "segment": 0, "total_segments": 1, "transform": "m:f", "write_mode": "batch"}
     sent = execution_input([{**event, "rate_limit": 0}], segments_key="k", max_concurrency=1)
     read = {path.removeprefix("$.") for path in migrate["ItemSelector"].values() if path.startswith("$.")}
     assert read <= set(sent)  # every path the Map reads is in the input ddbnb sends
     assert (sent["operation"], sent["journal"]) == ("migrate", {})
+    # The second pass, for hot keys' ranges: what its states read is in the input too, ranges null until then.
+    states = machine["Definition"]["States"]
+    wanted = {term["Variable"].removeprefix("$.") for term in states["RangesWanted"]["Choices"][0]["And"]}
+    collected = states["CollectRanges"]["Parameters"]["Payload"]["write_to.$"].removeprefix("$.")
+    assert wanted | {collected} <= set(sent)
+    assert (sent["hot_items"], sent["ranges"], sent["ranges_key"]) == (0, None, "ranges.json")
+    cut = execution_input(
+        [{**event, "rate_limit": 0, "hot_items": 50}], segments_key="runs/r/segments.json", max_concurrency=1
+    )
+    assert (cut["hot_items"], cut["ranges_key"]) == (50, "runs/r/ranges.json")
 
 
 def test_the_worker_may_write_and_read_the_journal_only_under_the_runs_prefix(template):
@@ -206,6 +219,11 @@ def test_the_worker_may_write_and_read_the_journal_only_under_the_runs_prefix(te
     listing = statements["ListJournalForRollback"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": "runs/*/journal/*"}}
     assert "dynamodb:BatchGetItem" in statements["WriteTarget"]["Action"]  # a rollback reads the items it restores
+    # The hot keys' ranges: read from the Map Run's ResultWriter files, written as the next item list.
+    assert "/runs/*/ranges.json" in puts
+    assert statements["ReadSegmentResultsForHotKeyRanges"]["Action"] == "s3:GetObject"
+    assert json.dumps(statements["ReadSegmentResultsForHotKeyRanges"]["Resource"]).endswith('/results/*"}')
+    assert statements["ListSegmentResultsForHotKeyRanges"]["Condition"] == {"StringLike": {"s3:prefix": "results/*"}}
 
 
 def test_the_follower_exists_only_with_a_stream_and_its_mapping_starts_disabled(template):
