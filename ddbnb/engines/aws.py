@@ -60,7 +60,7 @@ def execution_input(
     return {
         "table": first["table"],
         "destination": first.get("destination"),
-        # the largest: a rollback numbers a hot key's ranges past the scan segments, and says so in its own
+        # the events' largest: a rollback's event for a hot key's range counts past that range's number
         "total_segments": max(int(event["total_segments"]) for event in events),
         "transform": lambda_transform_spec(first["transform"]),
         "write_mode": first["write_mode"],
