@@ -209,7 +209,7 @@ def test_every_run_setting_reaches_each_invocation_rollbacks_and_journals_includ
     assert (cut["hot_items"], cut["ranges_key"]) == (50, "runs/r/ranges.json")
 
 
-def test_the_worker_may_write_and_read_the_journal_only_under_the_runs_prefix(template):
+def test_the_worker_may_touch_only_its_logs_and_journal_under_runs_and_the_results_it_collects_ranges_from(template):
     (worker,) = [r for r in resources(template, "AWS::IAM::Role") if "migrate-tables" in json.dumps(r)]
     statements = {s["Sid"]: s for s in worker["Policies"][0]["PolicyDocument"]["Statement"]}
     puts = json.dumps(statements["WriteFailureConflictLogsAndJournal"]["Resource"])
