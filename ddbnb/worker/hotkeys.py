@@ -186,10 +186,12 @@ def in_range(event: Mapping[str, Any], key_names: Sequence[str], items: Sequence
 def range_events(parent: Mapping[str, Any], splits: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The events of the key-range units a scan segment's ``splits`` (its result's) stand for."""
     base = {k: v for k, v in parent.items() if k not in ("cursor", "totals", "hot_items")}
-    return [
-        {**base, "segment": int(split["segment"]), "key_range": {n: split[n] for n in ("key", "after", "until")}}
-        for split in splits
-    ]
+    return [{**base, "segment": int(split["segment"]), "key_range": _key_range(split)} for split in splits]
+
+
+def _key_range(split: Mapping[str, Any]) -> dict[str, Any]:
+    """A unit's ``key_range`` (its key and bounds) from a scan segment's ``splits`` entry."""
+    return {name: split[name] for name in ("key", "after", "until")}
 
 
 def results_prefix(map_run_arn: str) -> str:
@@ -211,8 +213,7 @@ def collect_ranges(s3: Any, bucket: str, map_run_arn: str, write_to: str) -> dic
             for entry in json.loads(s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read()):
                 output = json.loads(entry.get("Output") or "{}")
                 for split in output.get("splits") or ():
-                    key_range = {name: split[name] for name in ("key", "after", "until")}
-                    units[int(split["segment"])] = {"segment": int(split["segment"]), "key_range": key_range}
+                    units[int(split["segment"])] = {"segment": int(split["segment"]), "key_range": _key_range(split)}
     items = [units[segment] for segment in sorted(units)]
     s3.put_object(Bucket=bucket, Key=write_to, Body=json.dumps(items).encode())
     return {"count": len(items), "key": write_to}

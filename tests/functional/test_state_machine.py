@@ -71,7 +71,7 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
         if "action" in event:  # pre-warm, restore, and the key ranges' collection
             actions.append(event)
             if event["action"] == "collect_ranges":  # what AWS's ResultWriter wrote when the Map Run ended
-                publish_results(session.client("s3", endpoint_url=url), event["map_run"], results, ranges=False)
+                publish_results(moto_client("s3"), event["map_run"], results, ranges=False)
             return json.dumps(lambda_entry.handle(event, Context(behaviour["millis"]))).encode()
         if behaviour["hold"] is not None:  # a segment that runs until the test lets it go
             behaviour["hold"].wait(30)
@@ -113,27 +113,34 @@ def moto(sandbox, monkeypatch) -> Iterator[dict[str, Any]]:
     server.stop()
 
 
+def publish(s3: Any, map_run: str, files: dict[str, list[dict[str, Any]]]) -> None:
+    """ResultWriter's files under the Map Run's prefix (``results/<map run id>/``), with a manifest that lists
+    them, as AWS writes them (moto's ResultWriter writes an empty manifest)."""
+    from ddbnb.worker.hotkeys import results_prefix
+
+    prefix = results_prefix(map_run)
+    listed: dict[str, list[dict[str, Any]]] = {"SUCCEEDED": [], "FAILED": [], "PENDING": []}
+    for name, entries in files.items():
+        s3.put_object(Bucket="results", Key=prefix + name, Body=json.dumps(entries).encode())
+        listed[name.split("_")[0]].append({"Key": prefix + name, "Size": 1})
+    manifest = {"DestinationBucket": "results", "MapRunArn": map_run, "ResultFiles": listed}
+    s3.put_object(Bucket="results", Key=prefix + "manifest.json", Body=json.dumps(manifest).encode())
+
+
 def publish_results(
     s3: Any, map_run: str, results: list[tuple[dict[str, Any], dict[str, Any]]], *, ranges: bool
 ) -> None:
-    """Write what AWS's ResultWriter writes for a Map Run (moto's writes an empty manifest): each scan
-    segment's (or, with ``ranges``, each key range's) last result, under ``results/<map run id>/``."""
+    """What AWS's ResultWriter writes for a Map Run from the handler's own results: each scan segment's (or,
+    with ``ranges``, each key range's) last result."""
     import tempfile
 
     from ddbnb.engines.resultwriter import ChildOutcome, write_results
-    from ddbnb.worker.hotkeys import results_prefix
 
     last = {e["segment"]: (e, r) for e, r in results if bool(e.get("key_range")) == ranges and r["cursor"] is None}
     done = [ChildOutcome(e, "SUCCEEDED", r["started_at"], r["finished_at"], output=r) for e, r in last.values()]
     with tempfile.TemporaryDirectory() as folder:
         write_results(folder, done, run_name="map-run", engine="aws")
-        prefix = results_prefix(map_run)
-        listed = {"SUCCEEDED": [{"Key": f"{prefix}SUCCEEDED_0.json", "Size": 1}], "FAILED": [], "PENDING": []}
-        s3.put_object(
-            Bucket="results", Key=f"{prefix}SUCCEEDED_0.json", Body=(Path(folder) / "SUCCEEDED_0.json").read_bytes()
-        )
-        manifest = {"DestinationBucket": "results", "MapRunArn": map_run, "ResultFiles": listed}
-        s3.put_object(Bucket="results", Key=f"{prefix}manifest.json", Body=json.dumps(manifest).encode())
+        publish(s3, map_run, {"SUCCEEDED_0.json": json.loads((Path(folder) / "SUCCEEDED_0.json").read_text())})
 
 
 def create_stack_resources(moto: dict[str, Any], table: str) -> dict[str, str]:
@@ -414,23 +421,13 @@ def test_redrive_fetches_the_results_again_and_rewrites_the_summary(moto, dynamo
     engine_aws.wait_run(arn, 3, poll_s=0.5, progress=False)
     sfn, s3 = moto["client"]("stepfunctions"), moto["client"]("s3")
     map_run = sfn.list_map_runs(executionArn=arn)["mapRuns"][0]["mapRunArn"]
-    prefix = f"results/{map_run.rsplit(':', 1)[-1]}/"
-
-    def publish(files: dict[str, list[dict[str, Any]]]) -> None:
-        """ResultWriter's files under the Map Run's prefix, with a manifest that lists them."""
-        listed: dict[str, list[dict[str, Any]]] = {"SUCCEEDED": [], "FAILED": [], "PENDING": []}
-        for name, entries in files.items():
-            s3.put_object(Bucket="results", Key=prefix + name, Body=json.dumps(entries).encode())
-            listed[name.split("_")[0]].append({"Key": prefix + name, "Size": 1})
-        manifest = {"DestinationBucket": "results", "MapRunArn": map_run, "ResultFiles": listed}
-        s3.put_object(Bucket="results", Key=prefix + "manifest.json", Body=json.dumps(manifest).encode())
 
     # The first attempt: segment 2 failed, so 03 left an INCOMPLETE summary and these files.
     first = {
         "SUCCEEDED_0.json": [result_entry(arn, 0, "SUCCEEDED", 10), result_entry(arn, 1, "SUCCEEDED", 10)],
         "FAILED_0.json": [result_entry(arn, 2, "FAILED")],
     }
-    publish(first)
+    publish(s3, map_run, first)
     engine_aws.fetch_results(outputs, arn, tmp_path)
     name = arn.rsplit(":", 1)[-1]
     (tmp_path / "plan.json").write_text(json.dumps({"stack_name": "stack"}))
@@ -439,7 +436,7 @@ def test_redrive_fetches_the_results_again_and_rewrites_the_summary(moto, dynamo
     )
     assert list(load_results(tmp_path)["status"]) == ["SUCCEEDED", "SUCCEEDED", "FAILED"]
     # The redriven Map Run adds the segment's new result next to the old files.
-    publish({**first, "SUCCEEDED_1.json": [result_entry(arn, 2, "SUCCEEDED", 10)]})
+    publish(s3, map_run, {**first, "SUCCEEDED_1.json": [result_entry(arn, 2, "SUCCEEDED", 10)]})
     session = boto3.Session(region_name=REGION)
     redriven = []
 
