@@ -25,9 +25,12 @@ def sample_items(
     Small tables (up to 4x the sample) are read from the start. Larger ones are
     cut into segments so that each holds about as many items as one read takes;
     random segments are then read one small page each until the sample is full.
-    Segments follow the partition key's hash, so a table with few partition key
-    values leaves most segments empty: the sample is then topped up from the
-    start of the table. ``stats["items_read"]`` counts every item DynamoDB read.
+    Segments follow the partition key's hash, so where many items share a
+    partition key most segments are empty: two empty reads in a row halve the
+    number of segments, until most hold an item. A segment drawn again is read
+    on from where its last read stopped. A sample still short after its reads
+    is topped up from the start of the table. ``stats["items_read"]`` counts
+    every item DynamoDB read.
     """
     stats = stats if stats is not None else {}
     stats.setdefault("items_read", 0)
@@ -39,20 +42,39 @@ def sample_items(
     total = max(1, min(SAMPLE_SEGMENTS * 100, item_count // per_read))
     rng = random.Random(seed)
     items: list[dict[str, Any]] = []
-    tries = 0
+    seen: set[str] = set()
+    cursors: dict[int, Any] = {}  # segment: where its next read starts (None once it is read to its end)
+    tries = empty = 0
     limit = 4 * math.ceil(size / per_read) + 10
     while len(items) < size and tries < limit:
         tries += 1
         segment = rng.randrange(total)
         kwargs = {"TableName": table, "Segment": segment, "TotalSegments": total, "Limit": per_read}
+        if segment in cursors:
+            if cursors[segment] is None:
+                continue
+            kwargs["ExclusiveStartKey"] = cursors[segment]
         page = dynamodb.scan(**kwargs)
         stats["items_read"] += int(page.get("ScannedCount", 0))
-        items.extend(page.get("Items", [])[: size - len(items)])
+        found = page.get("Items", [])
+        cursors[segment] = page.get("LastEvaluatedKey")
+        empty = 0 if found else empty + 1
+        if empty == 2:
+            total, empty, cursors = max(1, total // 2), 0, {}
+        _add_new(items, seen, found, size, key_names)
     if len(items) < size:
-        seen = {_key(item, key_names) for item in items}
-        extra = [i for i in _read(dynamodb, {"TableName": table}, size, stats) if _key(i, key_names) not in seen]
-        items.extend(extra[: size - len(items)])
+        _add_new(items, seen, _read(dynamodb, {"TableName": table}, size, stats), size, key_names)
     return items
+
+
+def _add_new(
+    items: list[dict[str, Any]], seen: set[str], found: list[dict[str, Any]], size: int, key_names: tuple[str, ...]
+) -> None:
+    for item in found:
+        key = _key(item, key_names)
+        if len(items) < size and key not in seen:
+            seen.add(key)
+            items.append(item)
 
 
 def _key(item: dict[str, Any], key_names: tuple[str, ...]) -> str:

@@ -90,14 +90,15 @@ class HotKeys:
         name = self.key_names[0]
         sifted = Sifted([])
         for item in items:
-            if sifted.hot is not None and item.get(name) == sifted.hot.get(name):
+            value = item.get(name)
+            if sifted.hot is not None and value == sifted.hot.get(name):
                 sifted.passed += 1
                 continue
-            if self.is_cut(item):
+            if self.cut_keys and self.is_cut(item):
                 sifted.passed += 1
                 continue
-            if item.get(name) != self.current:
-                self.current, self.count, self.last = item.get(name), 0, None
+            if value != self.current:
+                self.current, self.count, self.last = value, 0, None
             self.count += 1
             if self.count > self.hot_items and sifted.hot is None:
                 sifted.hot, sifted.last_handled = item, self.last

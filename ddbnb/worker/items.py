@@ -111,6 +111,8 @@ def _matches(value: Any, wire: Mapping[str, Any]) -> bool:
 #: What deserialize makes that no transform can change in place: the same object is the same value.
 _IMMUTABLE = frozenset({str, Decimal, bool, type(None), bytes})
 _ABSENT = object()
+#: Containers that serialize_changes compares by their wire form.
+_NESTED = frozenset({dict, list})
 
 
 def _bytes(raw: str | bytes) -> bytes:
@@ -149,15 +151,26 @@ def serialize_changes(
     for name, child in item.items():
         key = str(name)
         old = raw.get(key)
-        as_read = child is read.get(key, _ABSENT) and type(child) in _IMMUTABLE
-        if old is not None and (as_read or _matches(child, old)):
-            out[key] = old
-            continue
-        changed = True
+        new = None
         try:
-            out[key] = _to_wire(child)
+            if old is None:
+                new = _to_wire(child)
+            elif child is read.get(key, _ABSENT) and type(child) in _IMMUTABLE:
+                new = old
+            elif type(child) in _NESTED:
+                # Serialized and compared in C: cheaper than walking it against the wire value. Unequal
+                # wire can still be the same value (a set inside, a number spelled another way): walk then.
+                new = _to_wire(child)
+                if new == old or _matches(child, old):
+                    new = old
+            elif _matches(child, old):
+                new = old
+            else:
+                new = _to_wire(child)
         except ItemTypeError as exc:
             raise exc.under(key) from None
+        out[key] = new
+        changed = changed or new is not old
     return out, changed
 
 

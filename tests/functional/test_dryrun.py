@@ -86,6 +86,25 @@ def test_the_sample_is_spread_reproducible_and_cheap(make_table, dynamodb):
     assert max(b - a for a, b in itertools.pairwise(positions)) < 4000 / 4
 
 
+def test_a_table_of_few_partition_keys_is_still_sampled_across_them_in_few_reads(make_table, dynamodb):
+    from ddbnb.insight.sample import sample_items
+
+    # 2,000 items under 40 partition keys: segments cut by item count are nearly all empty.
+    table = make_table([{**simple_item(i), "pk": {"S": f"tenant{i % 40:02d}"}} for i in range(2000)])
+    calls = []
+
+    class Counting:  # the real client; counts the Scans the sample sends
+        def scan(self, **kwargs):
+            calls.append(kwargs)
+            return dynamodb.scan(**kwargs)
+
+    stats: dict[str, int] = {}
+    found = sample_items(Counting(), table, 25, item_count=2000, key_names=("pk", "sk"), seed=3, stats=stats)
+    assert len(found) == 25
+    assert len({item["pk"]["S"] for item in found}) >= 15  # across the keys, not one run from the table's start
+    assert len(calls) <= 2 * 25 and stats["items_read"] <= 2 * 25
+
+
 def test_point_in_time_recovery_off_is_a_finding_with_the_command_that_turns_it_on(make_table, session):
     from botocore.awsrequest import AWSResponse
 

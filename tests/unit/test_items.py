@@ -193,3 +193,29 @@ def test_an_attribute_still_holding_the_object_read_is_unchanged_and_anything_el
     # A value as read under another name is compared as a value of that name.
     wire, changed = serialize_changes({**deserialize(raw), "s": read["pk"]}, raw, read)
     assert changed and wire["s"] == {"S": "a"}
+
+
+def test_maps_and_lists_compared_by_wire_form_are_unchanged_however_their_wire_is_spelled():
+    raw = {
+        "pk": {"S": "a"},
+        # Sets in any order, numbers spelled as DynamoDB might not, binary and booleans, nested.
+        "m": {"M": {"ss": {"SS": ["q", "p"]}, "n": {"N": "1.0"}, "b": {"B": "AAE="}, "t": {"BOOL": True}}},
+        "l": {"L": [{"M": {"ns": {"NS": ["2", "10"]}}}, {"N": "1E+3"}, {"NULL": True}, {"L": []}, {"M": {}}]},
+    }
+    item = deserialize(raw)
+    wire, changed = serialize_changes(item, raw, dict(item))
+    assert not changed and wire["m"] is raw["m"] and wire["l"] is raw["l"]
+    # Equal values of other types are the same DynamoDB value; a boolean for a number is not.
+    item["m"]["n"], item["l"][1] = 1, Decimal("1000")
+    assert serialize_changes(item, raw, dict(item)) == (raw, False)
+    item["m"]["t"] = 1
+    wire, changed = serialize_changes(item, raw, dict(item))
+    assert changed and wire["m"]["M"]["t"] == {"N": "1"} and wire["l"] is raw["l"]
+    # A change deep in a list is seen, and a value DynamoDB rejects there names its path.
+    item = deserialize(raw)
+    item["l"][0]["ns"].add(Decimal(3))
+    wire, changed = serialize_changes(item, raw, dict(item))
+    assert changed and sorted(wire["l"]["L"][0]["M"]["ns"]["NS"]) == ["10", "2", "3"] and wire["m"] is raw["m"]
+    item["l"][3].append(1.5)
+    with pytest.raises(ItemTypeError, match=r"l\[3\]\[0\]: float"):
+        serialize_changes(item, raw, dict(item))
