@@ -35,7 +35,20 @@ class ItemTypeError(TypeError):
 
 def deserialize(wire: Mapping[str, Any]) -> Item:
     """Turn a wire-format item (``{"a": {"S": "x"}}``) into Python values."""
-    return {name: _from_wire(value) for name, value in wire.items()}
+    return _map_from_wire(wire)
+
+
+def _map_from_wire(wire: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in wire.items():
+        # Strings and numbers, the most common values, without a call each.
+        if len(value) == 1 and "S" in value:
+            out[name] = value["S"]
+        elif len(value) == 1 and "N" in value:
+            out[name] = Decimal(value["N"])
+        else:
+            out[name] = _from_wire(value)
+    return out
 
 
 def _from_wire(value: Mapping[str, Any]) -> Any:
@@ -45,7 +58,7 @@ def _from_wire(value: Mapping[str, Any]) -> Any:
     if tag == "N":
         return Decimal(raw)
     if tag == "M":
-        return {k: _from_wire(v) for k, v in raw.items()}
+        return _map_from_wire(raw)
     if tag == "L":
         return [_from_wire(v) for v in raw]
     if tag == "BOOL":
