@@ -205,7 +205,7 @@ def test_maps_and_lists_compared_by_wire_form_are_unchanged_however_their_wire_i
     item = deserialize(raw)
     wire, changed = serialize_changes(item, raw, dict(item))
     assert not changed and wire["m"] is raw["m"] and wire["l"] is raw["l"]
-    # Equal values of other types are the same DynamoDB value; a boolean for a number is not.
+    # Equal values of other types are the same DynamoDB value; a number for a boolean is not.
     item["m"]["n"], item["l"][1] = 1, Decimal("1000")
     assert serialize_changes(item, raw, dict(item)) == (raw, False)
     item["m"]["t"] = 1
