@@ -11,19 +11,15 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from bench.cpu import process_tree_cpu
+
 FLAG_VALUES = {"seed_style": "seed", "awswrangler": "wrangler"}
-
-
-def _cpu() -> float:
-    self, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return self.ru_utime + self.ru_stime + children.ru_utime + children.ru_stime
 
 
 # -- raw BatchWriteItem ------------------------------------------------------------------------------------
@@ -298,7 +294,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-journal", action="store_true", help="ddbnb: migrate with journal=False")
     parser.add_argument("--run-dir", default="", help="ddbnb: the run folder; rollback: the run to undo")
     args = parser.parse_args(argv)
-    cpu_before = _cpu()
+    cpu_before = process_tree_cpu()
     if args.case == "write":
         result = write(args.table, args.items, args.processes, args.threads)
     elif args.case == "scan":
@@ -323,7 +319,7 @@ def main(argv: list[str]) -> None:
         result = seed_style(args.table, args.segments, args.processes)
     else:
         result = awswrangler_migrate(args.table)
-    result.setdefault("cpu_s", _cpu() - cpu_before)
+    result.setdefault("cpu_s", process_tree_cpu() - cpu_before)
     print(json.dumps(result))
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import boto3
 
 import ddbnb
+from bench.cpu import workers_cpu
 from ddbnb.emulation.servers import sandbox
 from ddbnb.insight.results import result_entries
 from ddbnb.worker.wire import WireClient
@@ -79,7 +79,7 @@ def _migrate(table: str, items: int, split: bool, capped: bool, folder: Path) ->
         split_hot_keys=split,
         rate_limit=WORKER_ITEMS_PER_S * CONCURRENCY if capped else 0,
     )
-    began, workers = time.perf_counter(), _children_cpu()
+    began, workers = time.perf_counter(), workers_cpu()
     summary = ddbnb.migrate(plan, execute=True, run_dir=folder, require_dry_run=False, progress=False)
     seconds = time.perf_counter() - began
     assert summary is not None
@@ -92,14 +92,8 @@ def _migrate(table: str, items: int, split: bool, capped: bool, folder: Path) ->
         "units": summary["segments"],
         "largest_unit_items": largest,
         # each worker process's CPU over the wall time: well under 1, so Python is not what sets the pace
-        "worker_cpu_share": round((_children_cpu() - workers) / seconds / CONCURRENCY, 3),
+        "worker_cpu_share": round((workers_cpu() - workers) / seconds / CONCURRENCY, 3),
     }
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's ended children (the engine's worker processes)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from ddbnb.awsrun import run_aws
 from ddbnb.engines import checkpoints
-from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args, systemic
+from ddbnb.engines.local import INVOCATION_SECONDS, run_local, session_args, systemic, warm_up
 from ddbnb.engines.resultwriter import ChildOutcome, write_results
 from ddbnb.exceptions import DdbnbError, PlanChangedError, RunStoppedError, command, option
 from ddbnb.follow import stream_position
@@ -111,6 +111,8 @@ def _migrate(
     plan = _adopt_recorded(plan, folder)
     dry = check_dry_run(plan, str(folder.path)) if settings["require_dry_run"] else None
     _check_same_plan(plan, folder, previous, dry)
+    if plan.engine == "local":
+        warm_up()  # the workers' fork server imports ddbnb during the pre-flight
     checked = preflight(plan, settings["max_failed_share"], boto3_session)
     print(checked)
     started = time.monotonic()

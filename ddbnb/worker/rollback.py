@@ -26,7 +26,7 @@ With ``execute`` False nothing is written: the counts say what would be done.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ from ddbnb.worker.failures import FailureLog
 from ddbnb.worker.page import PageWriter
 from ddbnb.worker.reads import key_text, read_items
 from ddbnb.worker.segment import MAX_STALLS, WRITE_THREADS, now, start_result
-from ddbnb.worker.tables import table_facts
+from ddbnb.worker.tables import TableFacts, worker_facts
 from ddbnb.worker.wire import WireClient, shared_client
 from ddbnb.worker.writes import Backoff, Request
 
@@ -116,14 +116,20 @@ class _Tally:
 class _Rollback:
     """State for one invocation over one segment's journal."""
 
-    def __init__(self, event: Mapping[str, Any], boto3_session: boto3.Session | None, limits: Limits | None) -> None:
+    def __init__(
+        self,
+        event: Mapping[str, Any],
+        boto3_session: boto3.Session | None,
+        limits: Limits | None,
+        known: MutableMapping[str, TableFacts] | None,
+    ) -> None:
         settings = event["journal"]
         self.source, self.execute = str(settings["from"]), bool(settings["execute"])
         self.segment = int(event["segment"])
         self.session = boto3_session
         self.dynamodb: WireClient = shared_client(boto3_session)
         self.table = event["table"]
-        facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
+        facts = worker_facts(self.dynamodb, self.table, known=known)
         self.limits = limits or limits_for(event, budgets=budgets_now(event, facts, facts))
         self.keys = facts.key_names
         self.mode = event.get("write_mode", "conditional")
@@ -289,6 +295,7 @@ def rollback_segment(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     limits: Limits | None = None,
     boto3_session: boto3.Session | None = None,
+    known_tables: MutableMapping[str, TableFacts] | None = None,
 ) -> dict[str, Any]:
     """Roll back one segment's journal objects from ``event['cursor']`` until done or ``deadline`` nears.
 
@@ -296,7 +303,7 @@ def rollback_segment(
     and returns a result of the same shape; ``cursor`` names the next object.
     """
     validate_event(event)
-    work = _Rollback(event, boto3_session, limits)
+    work = _Rollback(event, boto3_session, limits, known_tables)
     names = journal.object_names(work.source, work.segment, boto3_session)
     cursor = event.get("cursor") or None
     todo = [name for name in names if cursor is None or name <= cursor]

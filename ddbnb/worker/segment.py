@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -60,7 +60,7 @@ from ddbnb.worker.items import deserialize, format_key
 from ddbnb.worker.journal import JournalWriter
 from ddbnb.worker.page import PageTally, PageWriter
 from ddbnb.worker.reads import key_text, read_items
-from ddbnb.worker.tables import table_facts
+from ddbnb.worker.tables import TableFacts, worker_facts
 from ddbnb.worker.transforms import load_transform
 from ddbnb.worker.wire import item_texts, shared_client
 from ddbnb.worker.writes import Backoff, call_patiently, is_throttle, key_range_only, merge_counts
@@ -163,17 +163,18 @@ class SegmentWork:
     """State for one invocation over one segment."""
 
     def __init__(
-        self, event: Mapping[str, Any], boto3_session: boto3.Session | None, limits: Limits | None = None
+        self,
+        event: Mapping[str, Any],
+        boto3_session: boto3.Session | None,
+        limits: Limits | None = None,
+        known: MutableMapping[str, TableFacts] | None = None,
     ) -> None:
         self.event = event
         self.dynamodb = shared_client(boto3_session)
         self.table = event["table"]
-        source = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, self.table))
+        source = worker_facts(self.dynamodb, self.table, known=known)
         target = event.get("destination") or self.table
-        if target == self.table:
-            target_facts = source
-        else:
-            target_facts = self.dynamodb.retrying(lambda: table_facts(self.dynamodb.client, target, "destination"))
+        target_facts = source if target == self.table else worker_facts(self.dynamodb, target, "destination", known)
         self.limits = limits or limits_for(event, budgets=budgets_now(event, source, target_facts))
         self.read_backoff = Backoff(on_throttle=self._read_throttled)
         self.read_estimate = 0.0  # read units of the last page: the next page's reservation
@@ -366,6 +367,7 @@ def process_segment(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     limits: Limits | None = None,
     boto3_session: boto3.Session | None = None,
+    known_tables: MutableMapping[str, TableFacts] | None = None,
 ) -> dict[str, Any]:
     """Process one segment from ``event['cursor']`` until it ends or ``deadline`` nears.
 
@@ -380,10 +382,12 @@ def process_segment(
     where to go on), after that page's failures are logged. ``limits`` are the
     read and write buckets (capacity units per second) when the engine shares
     them between workers; by default they come from the event's
-    ``read_units_per_s`` and ``write_units_per_s``.
+    ``read_units_per_s`` and ``write_units_per_s``. ``known_tables`` keeps the
+    tables' facts between invocations of one run (see
+    :func:`~ddbnb.worker.tables.worker_facts`); by default each describes them.
     """
     validate_event(event)
-    work = SegmentWork(event, boto3_session, limits)
+    work = SegmentWork(event, boto3_session, limits, known_tables)
     work.on_page = on_page
     cursor = event.get("cursor") or None
     slowest = 0.0

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
 import ddbnb
-from ddbnb.engines.local import run_local
+from ddbnb.engines.local import run_local, warm_up
 from ddbnb.engines.resultwriter import write_results
 from ddbnb.exceptions import (
     InvalidParameterError,
@@ -51,6 +52,21 @@ def test_migrate_writes_results_and_a_rerun_changes_nothing(make_table, dynamodb
     assert rerun is not None
     assert (rerun["scanned"], rerun["written"], rerun["unchanged"]) == (600, 0, 600)
     assert len(scan_all(dynamodb, table)) == 600
+
+
+def test_workers_run_in_the_environment_of_the_run_not_of_their_fork_server(
+    make_table, dynamodb, tmp_path, monkeypatch
+):
+    # The fork server keeps the environment it started with; a run set up after it (a kernel that loads the
+    # sandbox's settings later) must still reach its workers whole.
+    warm_up()
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("DDBNB_TEST_MARK", mark)
+    table = make_table([simple_item(i) for i in range(60)])
+    plan = ddbnb.plan_migration(table, spec("mark_from_environment"), total_segments=4, max_concurrency=2)
+    summary = ddbnb.migrate(plan, execute=True, run_dir=tmp_path / "run", progress=False, require_dry_run=False)
+    assert summary is not None and summary["written"] == 60
+    assert {item["mark"] for item in scan_all(dynamodb, table).values()} == {mark}
 
 
 def test_execute_false_only_prints_the_plan(make_table, dynamodb, tmp_path, capsys):

@@ -132,6 +132,32 @@ def test_segments_partition_the_table(make_table, dynamodb):
     assert {item["visits"] for item in scan_all(dynamodb, table).values()} == {1}
 
 
+def test_segments_of_one_run_describe_each_table_once_when_they_share_known_tables(make_table, dynamodb, session):
+    # DynamoDB Local counts a table's items for every DescribeTable: a run's worker asks once, not per segment.
+    source = make_table([simple_item(i) for i in range(300)])
+    destination = make_table([])
+    described: list[str] = []
+    hook = "before-parameter-build.dynamodb.DescribeTable"
+    session.events.register(hook, lambda params, **_: described.append(params["TableName"]))
+    known: dict[str, Any] = {}
+    copies = [
+        process_segment(
+            {**event(source, spec("bump"), destination=destination), "segment": s, "total_segments": 3},
+            boto3_session=session,
+            known_tables=known,
+        )
+        for s in range(3)
+    ]
+    assert sum(result["written"] for result in copies) == 300
+    assert sorted(described) == sorted([source, destination]) and set(known) == {source, destination}
+    assert len(scan_all(dynamodb, destination)) == 300
+    # Without them (the aws engine), each invocation describes the tables as they are then.
+    described.clear()
+    for s in range(2):
+        process_segment({**event(source, spec("bump")), "segment": s, "total_segments": 2}, boto3_session=session)
+    assert described == [source, source]
+
+
 def test_in_place_key_change_is_refused_and_the_item_kept(make_table, dynamodb):
     table = make_table([simple_item(i) for i in range(10)])
     before = scan_all(dynamodb, table)
