@@ -93,6 +93,16 @@ class Bench:
         shutil.rmtree(self.db)
         shutil.copytree(self.workdir / "snapshot", self.db)
         self._start()
+        self.warm_up()
+
+    def restart(self) -> None:
+        """Restart on the tables as they are, then warm the JVM up as :meth:`restore` does."""
+        self.server.stop()
+        self._start()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Write and scan the warm-up table, so each case meets the JVM in the same state."""
         self.run("write", "--table", WARM, "--items", str(WARM_ITEMS), "--processes", "4", "--threads", "8", quiet=True)
         self.run("scan", "--table", WARM, "--segments", "4", "--processes", "4", quiet=True)
 
@@ -235,6 +245,15 @@ def main() -> None:
         ddbnb_case["config"] = f"{ddbnb_case['segments']} segments, {ddbnb_case['concurrency']} processes"
         _check(ddbnb_case["written"] == items, "ddbnb did not write every item")
         _check(bench.count(SOURCE, "ddbnb") == items, "not every item carries flag=ddbnb")
+        # The re-run reads the table as the migration left it, which costs DynamoDB Local more to scan than the
+        # table as seeded: its ceiling is a scan of that same table. Each meets a restarted, warmed-up server.
+        bench.restart()
+        cases["scan ceiling, migrated"] = migrated = bench.run(
+            "scan", "--table", SOURCE, "--segments", str(best_scan), "--processes", "4"
+        )
+        migrated["config"] = f"{best_scan} segments over 4 processes, the table as the migration left it"
+        _check(migrated["items"] == items, "the scan of the migrated table missed items")
+        bench.restart()
         cases["ddbnb re-run"] = bench.run("ddbnb", "--table", SOURCE)
         cases["ddbnb re-run"]["config"] = "every item unchanged"
         _check(cases["ddbnb re-run"]["written"] == 0, "the re-run wrote items")
@@ -312,7 +331,7 @@ def report(
         / sum(c["write_calls"] for c in (full, half)),
         "conditional / batch": rate["ddbnb conditional"] / rate["ddbnb local engine"],
         "ddbnb / awswrangler": rate["ddbnb local engine"] / rate["awswrangler"],
-        "re-run / scan ceiling": rate["ddbnb re-run"] / rate["scan ceiling"],
+        "re-run / scan ceiling": rate["ddbnb re-run"] / rate["scan ceiling, migrated"],
         "peak RSS 4N / N": cases["ddbnb local engine"]["peak_rss_mb"] / small["peak_rss_mb"],
     }
     print(f"\n{'case':<22}{'items/s':>10}{'client CPU s/1k':>17}{'server CPU s/1k':>17}{'peak RSS MB':>13}  notes")
