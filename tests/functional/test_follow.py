@@ -63,6 +63,14 @@ class Application:
         self.stopped.set()
         self.thread.join()
 
+    def wait_for(self, writes: int, timeout_s: float = 60.0) -> None:
+        """Block until the application has made at least ``writes`` writes (a loaded machine may take
+        seconds for a few), or fail when it has not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.writes < writes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.writes >= writes, f"the application made {self.writes} writes, not {writes}, in {timeout_s} s"
+
     def run(self) -> None:
         dynamodb = client("dynamodb")
         while not self.stopped.is_set():
@@ -163,7 +171,7 @@ def test_a_followed_copy_into_a_rekeyed_table_is_exactly_the_transform_of_the_so
     with Application(source, 700) as application:
         run_copy(source, destination, run_dir)
         during = application.writes
-        time.sleep(1.0)  # and after the run, before the follow
+        application.wait_for(during + 20)  # and after the run, before the follow
     assert during > 50 and application.writes > during
     stale = ddbnb.verify(run_dir, progress=False)
     assert not stale["matches"] and stale["missing"] + stale["extra"] + stale["different"] > 20  # a snapshot's holes
