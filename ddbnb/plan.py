@@ -23,9 +23,11 @@ from ddbnb.worker.transforms import load_transform, transform_digest
 #: Bytes of table one segment should cover at most.
 SEGMENT_BYTES = 64 * 1024 * 1024
 #: Items one segment should cover at most. DynamoDB Local's segmented scan slows
-#: down sharply as segments grow (bench: 8 segments of 12,500 items scan at 5,000
-#: items/s, 32 of 3,100 at 12,000), and small segments balance the pool better.
-SEGMENT_ITEMS = 3_000
+#: down sharply as segments grow, a page costing it more the further into its
+#: segment (ADR 0002: 8 segments of 12,500 items scan at 5,000 items/s, 32 of 3,100
+#: at 12,000; ADR 0023: a re-run of 100,000 items in 68 segments is 1.2 times as fast
+#: as in 34), and small segments balance the pool better. On AWS their size costs nothing.
+SEGMENT_ITEMS = 1_500
 #: Below this many items per segment, more segments only add start-up cost.
 MIN_SEGMENT_ITEMS = 500
 #: On the aws engine each segment is a child workflow and at least one Lambda

@@ -17,7 +17,7 @@ def facts(items: int, item_bytes: int = 1_000) -> TableFacts:
 
 @pytest.mark.parametrize(
     ("items", "local", "aws"),
-    [(0, 1, 1), (976, 2, 1), (10_000, 8, 1), (100_000, 34, 2), (10_000_000, 3_334, 200)],
+    [(0, 1, 1), (976, 2, 1), (10_000, 8, 1), (30_000, 20, 1), (100_000, 67, 2), (10_000_000, 6_667, 200)],
 )
 def test_segments_follow_the_table_size_on_both_engines(items, local, aws):
     assert choose_segments(facts(items), "local", 4)[0] == local
