@@ -466,6 +466,20 @@ class StreamTrimmedError(DdbnbError):
         )
 
 
+class UnguardedMainError(DdbnbError):
+    """A local run was started from a script's top level, which each worker process would run again."""
+
+    def __init__(self, script: str, line: int) -> None:
+        super().__init__(
+            f'{script}, line {line}, starts a local run outside `if __name__ == "__main__":`. The local '
+            "engine's worker processes import the main script, as Python's multiprocessing does, so each would "
+            'run that line again. Put the call under `if __name__ == "__main__":` (or in a function called '
+            "from there), or run it from a notebook or the ddbnb command.",
+            script=script,
+            line=line,
+        )
+
+
 class RunNotFinishedError(DdbnbError):
     """An operation that needs a finished run (follow, verify) was given a run still under way or stopped."""
 

@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 
 from ddbnb.engines import checkpoints
+from ddbnb.engines.main_guard import check_main_guarded
 from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import RunView
@@ -247,8 +248,11 @@ def warm_up() -> Any:
     Where the platform has one, each worker is a fork of a server that has
     imported ddbnb once, instead of a fresh interpreter that imports it again
     (about 0.4 s of CPU a worker), and the server stays for the next run of the
-    same process (a kernel). Elsewhere (Windows) workers are spawned.
+    same process (a kernel). Elsewhere (Windows) workers are spawned. Either
+    way each worker imports the main script: one that starts the run from its
+    top level is refused first (UnguardedMainError).
     """
+    check_main_guarded()
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,8 @@ from ddbnb.exceptions import (
     TransformRejectedError,
 )
 from tests.conftest import scan_all, simple_item, spec
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_migrate_writes_results_and_a_rerun_changes_nothing(make_table, dynamodb, tmp_path, capsys):
@@ -67,6 +73,35 @@ def test_workers_run_in_the_environment_of_the_run_not_of_their_fork_server(
     summary = ddbnb.migrate(plan, execute=True, run_dir=tmp_path / "run", progress=False, require_dry_run=False)
     assert summary is not None and summary["written"] == 60
     assert {item["mark"] for item in scan_all(dynamodb, table).values()} == {mark}
+
+
+def test_a_script_that_runs_from_its_top_level_is_refused_before_any_write_and_runs_once_guarded(
+    make_table, dynamodb, tmp_path
+):
+    # Each local worker imports the main script (as with spawn): unguarded, every one would run the migration
+    # again and die. The run is refused naming the line, with nothing written and no run folder left.
+    table = make_table([simple_item(i) for i in range(40)])
+    call = (
+        f"plan = ddbnb.plan_migration({table!r}, {spec('set_flag')!r}, total_segments=2, max_concurrency=2)\n"
+        f"ddbnb.migrate(plan, execute=True, run_dir={str(tmp_path / 'run')!r}, require_dry_run=False, progress=False)\n"
+    )
+    script = tmp_path / "job.py"
+    script.write_text("import ddbnb\n" + call)
+    unguarded = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert unguarded.returncode == 1
+    assert (
+        unguarded.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"ddbnb.exceptions.UnguardedMainError: {script}, line 3, starts a local run")
+    )
+    assert "bootstrapping" not in unguarded.stderr  # no worker process started
+    assert not (tmp_path / "run").exists()
+    assert all("flag" not in item for item in scan_all(dynamodb, table).values())
+
+    script.write_text('import ddbnb\nif __name__ == "__main__":\n' + textwrap.indent(call, "    "))
+    guarded = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert guarded.returncode == 0, guarded.stderr
+    assert {item["flag"] for item in scan_all(dynamodb, table).values()} == {"v2"}
 
 
 def test_execute_false_only_prints_the_plan(make_table, dynamodb, tmp_path, capsys):

@@ -121,6 +121,7 @@ def test_total_segments_bounds_are_accepted(value):
         exceptions.RunIncompleteError("/runs/x", 3, 1),
         exceptions.JavaNotFoundError("no java"),
         exceptions.ServerDiedError("DynamoDB Local", "exited", "tail"),
+        exceptions.UnguardedMainError("/jobs/run.py", 3),
         exceptions.DdbnbError("plain"),
     ],
 )
