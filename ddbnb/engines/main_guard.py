@@ -40,16 +40,26 @@ def check_main_guarded() -> None:
             tree = ast.parse(source.read(), str(path))
     except (OSError, SyntaxError, ValueError):  # UnicodeDecodeError is a ValueError
         return
-    line = frame.f_lineno
-    for statement in tree.body:
-        if _holds(statement, line):
-            if not (_is_main_guard(statement) and any(_holds(inner, line) for inner in statement.body)):
-                raise UnguardedMainError(str(path), line)
-            return
+    if not _guarded(tree.body, frame.f_lineno):
+        raise UnguardedMainError(str(path), frame.f_lineno)
 
 
-def _holds(statement: ast.stmt, line: int) -> bool:
-    return statement.lineno <= line <= (statement.end_lineno or statement.lineno)
+def _guarded(statements: list[ast.stmt], line: int) -> bool:
+    """Whether ``line`` lies in the body of a main guard among ``statements``, at any depth (a guard inside
+    a top-level ``try`` or ``with`` counts; the ``else`` of a guard does not)."""
+    for statement in statements:
+        if not statement.lineno <= line <= (statement.end_lineno or statement.lineno):
+            continue
+        if _is_main_guard(statement) and _guarded_here(statement.body, line):
+            return True
+        blocks = [getattr(statement, name, None) or [] for name in ("body", "orelse", "finalbody")]
+        blocks += [handler.body for handler in getattr(statement, "handlers", None) or []]
+        return any(_guarded(block, line) for block in blocks if isinstance(block, list))
+    return False
+
+
+def _guarded_here(body: list[ast.stmt], line: int) -> bool:
+    return any(s.lineno <= line <= (s.end_lineno or s.lineno) for s in body)
 
 
 def _imported_again(main: ModuleType, path: str) -> bool:

@@ -20,6 +20,11 @@ SHAPES: dict[str, tuple[str, int | None]] = {
     "the else of a guard with more": ('if __name__ == "__main__" and not check:\n    pass\nelse:\n    check()\n', 5),
     "a main() called at the top level": ("def main():\n    check()\n\n\nmain()\n", 6),
     "a main() called under the guard": ('def main():\n    check()\n\n\nif __name__ == "__main__":\n    main()\n', None),
+    "a guard inside a top-level try": (
+        'try:\n    if __name__ == "__main__":\n        check()\nfinally:\n    pass\n',
+        None,
+    ),
+    "a top-level with, no guard": ("import contextlib\nwith contextlib.nullcontext():\n    check()\n", 4),
 }
 
 
