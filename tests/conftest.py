@@ -17,6 +17,8 @@ from ddbnb.worker.items import deserialize
 from ddbnb.worker.wire import WireClient
 from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
 
+#: The repository's root: where scripts the tests start run from.
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 TRANSFORMS = FIXTURES / "transforms.py"
 _names = itertools.count()

@@ -48,9 +48,9 @@ def _guarded(statements: list[ast.stmt], line: int) -> bool:
     """Whether ``line`` lies in the body of a main guard among ``statements``, at any depth (a guard inside
     a top-level ``try`` or ``with`` counts; the ``else`` of a guard does not)."""
     for statement in statements:
-        if not statement.lineno <= line <= (statement.end_lineno or statement.lineno):
+        if not _holds(statement, line):
             continue
-        if _is_main_guard(statement) and _guarded_here(statement.body, line):
+        if _is_main_guard(statement) and any(_holds(inner, line) for inner in statement.body):
             return True
         blocks = [getattr(statement, name, None) or [] for name in ("body", "orelse", "finalbody")]
         blocks += [handler.body for handler in getattr(statement, "handlers", None) or []]
@@ -58,8 +58,9 @@ def _guarded(statements: list[ast.stmt], line: int) -> bool:
     return False
 
 
-def _guarded_here(body: list[ast.stmt], line: int) -> bool:
-    return any(s.lineno <= line <= (s.end_lineno or s.lineno) for s in body)
+def _holds(statement: ast.stmt, line: int) -> bool:
+    """Whether ``statement`` spans ``line``."""
+    return statement.lineno <= line <= (statement.end_lineno or statement.lineno)
 
 
 def _imported_again(main: ModuleType, path: str) -> bool:

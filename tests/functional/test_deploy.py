@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ddbnb import delete_stack, deploy_stack
 from ddbnb.exceptions import DeployError, InvalidParameterError, StackFailedError
 from ddbnb.worker.clients import client
 from tests.conftest import TRANSFORMS, simple_item
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -26,10 +26,9 @@ from ddbnb.runfolder import RunFolder
 from ddbnb.status import run_status
 from ddbnb.worker.clients import client
 from ddbnb.worker.items import deserialize
-from tests.conftest import create_table, put_items, scan_all, spec
+from tests.conftest import ROOT, create_table, put_items, scan_all, spec
 from tests.fixtures.transforms import regroup
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES = "NEW_AND_OLD_IMAGES"
 
 

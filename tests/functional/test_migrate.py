@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,7 @@ from ddbnb.exceptions import (
     TransformLoadError,
     TransformRejectedError,
 )
-from tests.conftest import scan_all, simple_item, spec
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, scan_all, simple_item, spec
 
 
 def test_migrate_writes_results_and_a_rerun_changes_nothing(make_table, dynamodb, tmp_path, capsys):

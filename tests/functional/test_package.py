@@ -9,15 +9,13 @@ import sys
 import sysconfig
 import textwrap
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from ddbnb.control.package import build_lambda_package
 from ddbnb.exceptions import TransformLoadError
-from tests.conftest import scan_all, simple_item, spec
+from tests.conftest import ROOT, scan_all, simple_item, spec
 
-ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ["pandas", "matplotlib", "tqdm", "papermill", "IPython", "ipykernel", "jupyter", "nbformat", "numpy"]
 
 

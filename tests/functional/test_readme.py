@@ -7,11 +7,11 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 BLOCK = re.compile(r"<!-- readme-flow: (\w+)[^>]*-->\s*```bash\n(.*?)```", re.S)
 
 

@@ -17,9 +17,8 @@ import pytest
 
 import ddbnb
 from ddbnb.engines.checkpoints import load_all
-from tests.conftest import scan_all, simple_item, spec
+from tests.conftest import ROOT, scan_all, simple_item, spec
 
-ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 1_500
 
 

@@ -19,9 +19,7 @@ from ddbnb.exceptions import DdbnbError, RunIncompleteError
 from ddbnb.worker import journal
 from ddbnb.worker.rollback import RACED, rollback_segment
 from ddbnb.worker.segment import process_segment
-from tests.conftest import create_table, put_items, simple_item, spec
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, create_table, put_items, simple_item, spec
 
 
 def every_type_item(i: int) -> dict[str, Any]:

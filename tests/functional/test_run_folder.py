@@ -24,9 +24,7 @@ from ddbnb.insight.charts import plot_run_throughput
 from ddbnb.runfolder import RunFolder
 from ddbnb.status import run_status
 from ddbnb.worker import journal
-from tests.conftest import scan_all, simple_item, spec
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, scan_all, simple_item, spec
 
 
 def migrated(table: str, run_dir: Path, transform: str = "by_kind", **plan: object) -> dict[str, object]:

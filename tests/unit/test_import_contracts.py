@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 LINT = str(Path(sys.executable).parent / "lint-imports")
 WORKER = "The worker ships in the Lambda"
 LAYERS = "Layers: entry points over the parts"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 HEAD = "from ddbnb.engines.main_guard import check_main_guarded as check\n"
 
 #: A script's body (after HEAD, line 1) and the line the check names, or None where it lets the call through.
