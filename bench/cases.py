@@ -99,10 +99,12 @@ def scan(table: str, segments: int, processes: int) -> dict[str, Any]:
 # -- migration ceiling -------------------------------------------------------------------------------------
 def _ceiling_segment(args: tuple[str, int, int]) -> int:
     """Scan one segment and write every item back with a new attribute, all in wire format."""
+    from ddbnb.worker.collector import settle_collector
     from ddbnb.worker.segment import WRITE_THREADS
     from ddbnb.worker.wire import WireClient
     from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
 
+    settle_collector()  # as ddbnb's own workers do
     table, segment, total = args
     client, backoff, count = WireClient(), Backoff(), 0
 

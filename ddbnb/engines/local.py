@@ -28,6 +28,7 @@ from ddbnb.engines.resultwriter import ChildOutcome
 from ddbnb.exceptions import CredentialsExpiredError
 from ddbnb.progress import RunView
 from ddbnb.worker.capacity import fresh_values, limits_for
+from ddbnb.worker.collector import settle_collector
 from ddbnb.worker.hotkeys import range_events
 from ddbnb.worker.lambda_entry import run_event
 from ddbnb.worker.tables import TableFacts
@@ -78,6 +79,7 @@ def _init_worker(progress: Any, shared: dict[str, Any], environment: dict[str, s
     # Ctrl-C reaches the whole process group: the engine stops the workers itself (their checkpoints stay),
     # so a worker neither dies mid-page on it nor prints a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settle_collector()  # this process only runs segments: pages of items need no cyclic collection
 
 
 def systemic(outcome: ChildOutcome) -> bool:

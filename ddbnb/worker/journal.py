@@ -40,6 +40,7 @@ from typing import Any
 import boto3
 
 from ddbnb.worker.clients import client, split_s3
+from ddbnb.worker.jsontext import to_json_text
 
 _gzip: Any
 try:
@@ -180,38 +181,8 @@ def encode(entries: list[dict[str, Any]]) -> bytes:
 
 def _line(record: Mapping[str, Any]) -> str:
     before = record["b"]
-    text = before if isinstance(before, Encoded) else _dumps(before)
-    return f'{{"k":{_dumps(record["k"])},"b":{text},"a":{_dumps(record["a"])}}}\n'
-
-
-def _binary(value: Any) -> str:
-    """Binary values from boto3's own client (bytes), as the wire format spells them."""
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _compact_encoder() -> Any:
-    """``json.dumps(value, separators=(",", ":"), default=_binary)``, called straight into the C encoder where
-    the interpreter has one (a line is encoded in 2 calls: the Python wrapper's own cost was about a quarter)."""
-    encoder = json.JSONEncoder(separators=(",", ":"), default=_binary)
-    try:  # the private constructor JSONEncoder.iterencode calls; checked on a probe, as it could change
-        chunks = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-            None, _binary, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
-        )
-        probe = {"k": {"S": 'é"'}, "b": [{"B": b"\x00"}, None, True, 1]}
-        if "".join(chunks(probe, 0)) != encoder.encode(probe):
-            return encoder.encode
-    except (AttributeError, TypeError):
-        return encoder.encode
-
-    def dumps(value: Any) -> str:
-        return "".join(chunks(value, 0)) if isinstance(value, (dict, list)) else encoder.encode(value)
-
-    return dumps
-
-
-_dumps = _compact_encoder()
+    text = before if isinstance(before, Encoded) else to_json_text(before)
+    return f'{{"k":{to_json_text(record["k"])},"b":{text},"a":{to_json_text(record["a"])}}}\n'
 
 
 class JournalWriter:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ddbnb.worker import followbatch, prewarm, rollback
 from ddbnb.worker.clients import client
+from ddbnb.worker.collector import settle_collector
 from ddbnb.worker.hotkeys import collect_ranges
 from ddbnb.worker.segment import process_segment
 
@@ -24,6 +25,7 @@ STATUS_CHANGE = "Step Functions Execution Status Change"
 def handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Process one segment until it ends or the invocation nears its timeout, a batch of stream records, or run a
     capacity action or the collection of key ranges."""
+    settle_collector()  # once per execution environment: what the handler imported is kept out of its sight
     remaining = context.get_remaining_time_in_millis() / 1000
     deadline = time.time() + remaining - min(SAFETY_S, remaining / 4)
     if event.get("detail-type") == STATUS_CHANGE:

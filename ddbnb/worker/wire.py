@@ -32,6 +32,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.exceptions import HTTPClientError
 
 from ddbnb.worker.clients import CONFIG, client
+from ddbnb.worker.jsontext import to_json_bytes
 
 #: botocore neither validates (ddbnb builds the bodies itself) nor retries: :meth:`WireClient.call`
 #: retries what never reached DynamoDB, and every answer DynamoDB gives, throttling included, reaches
@@ -113,7 +114,7 @@ class WireClient:
         return send()
 
     def _call_once(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
-        self._payload.body = json.dumps(payload, separators=(",", ":")).encode()
+        self._payload.body = to_json_bytes(payload)
         # botocore still sees the table names, which endpoint rules may route on.
         names: dict[str, Any]
         if "RequestItems" in payload:

@@ -21,6 +21,7 @@ from ddbnb.exceptions import (
     TransformLoadError,
     TransformRejectedError,
 )
+from ddbnb.worker.collector import YOUNG_THRESHOLD
 from tests.conftest import ROOT, scan_all, simple_item, spec
 
 
@@ -70,6 +71,19 @@ def test_workers_run_in_the_environment_of_the_run_not_of_their_fork_server(
     summary = ddbnb.migrate(plan, execute=True, run_dir=tmp_path / "run", progress=False, require_dry_run=False)
     assert summary is not None and summary["written"] == 60
     assert {item["mark"] for item in scan_all(dynamodb, table).values()} == {mark}
+
+
+def test_workers_collect_young_objects_rarely_and_keep_what_they_imported_out_of_the_collectors_sight(
+    make_table, dynamodb, tmp_path
+):
+    # ADR 0025: at the default threshold, collecting pages of parsed items doubled the CPU of reading them.
+    table = make_table([simple_item(i) for i in range(40)])
+    plan = ddbnb.plan_migration(table, spec("mark_collector"), total_segments=4, max_concurrency=2)
+    summary = ddbnb.migrate(plan, execute=True, run_dir=tmp_path / "run", progress=False, require_dry_run=False)
+    assert summary is not None and summary["written"] == 40
+    items = scan_all(dynamodb, table).values()
+    assert {item["young_threshold"] for item in items} == {YOUNG_THRESHOLD}
+    assert min(item["frozen"] for item in items) > 10_000  # ddbnb, botocore and the rest, imported by the server
 
 
 def test_a_script_that_runs_from_its_top_level_is_refused_before_any_write_and_runs_once_guarded(
