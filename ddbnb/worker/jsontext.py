@@ -3,11 +3,13 @@
 Only the standard library (and orjson where installed): this module ships inside the Lambda package, which
 carries the standard library's encoder. A worker encodes every item it writes, as the body of its write call and
 in the journal: the standard library's encoder took about 20 µs of CPU an item of the bench's 2 KB items, and
-orjson 1.5 (ADR 0025).
+orjson 1.4 (ADR 0025).
 
 Either way the text parses to the same value; only the spelling differs. orjson writes characters beyond ASCII
 as they are (UTF-8), where the standard library writes ``\\u`` escapes. What orjson will not encode (a lone
 surrogate, an integer beyond 64 bits, a key that is not a string) the standard library encodes, as it always did.
+orjson would also write a few types the standard library refuses (datetime, UUID, dataclasses) and a float NaN
+as null; a wire value holds none of them (ddbnb.worker.items refuses them first, naming the attribute).
 Binary values (``bytes``, as boto3's own client gives them) are written as base64, as the wire spells them.
 """
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from ddbnb.worker.collector import YOUNG_THRESHOLD
 from tests.conftest import ROOT
 
 
@@ -32,8 +33,10 @@ print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": froze
                   "young": YOUNG_THRESHOLD}))
 """
     )
-    assert found["before"] == [700, 10, 10]
-    assert found["after"] == [found["young"], 10, 10]
+    before, after = found["before"], found["after"]
+    assert isinstance(before, list) and isinstance(after, list)
+    assert before[0] < after[0] == found["young"]  # 700 on CPython 3.11 and 3.12
+    assert after[1:] == before[1:]
     assert isinstance(found["frozen"], int) and found["frozen"] > 10_000  # the modules it imported
     assert found["again"] == found["frozen"]  # the second call froze nothing more
 
@@ -48,7 +51,8 @@ settle_collector()
 print(json.dumps({"after": gc.get_threshold()}))
 """
     )
-    assert found["after"] == [0, 10, 10]
+    after = found["after"]
+    assert isinstance(after, list) and after[0] == 0
 
 
 def test_the_lambda_handler_settles_its_process_on_its_first_call():
@@ -66,6 +70,5 @@ assert handle({"action": "capacity_ready", "tables": []}, Context()) == {"ready"
 print(json.dumps({"before": before, "after": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}))
 """
     )
-    assert found["before"] == 700
-    assert found["after"] == 50_000
+    assert isinstance(found["before"], int) and found["before"] < found["after"] == YOUNG_THRESHOLD
     assert isinstance(found["frozen"], int) and found["frozen"] > 0
