@@ -79,7 +79,7 @@ def _init_worker(progress: Any, shared: dict[str, Any], environment: dict[str, s
     # Ctrl-C reaches the whole process group: the engine stops the workers itself (their checkpoints stay),
     # so a worker neither dies mid-page on it nor prints a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settle_collector()  # this process only runs segments: pages of items need no cyclic collection
+    settle_collector()  # this process only runs segments, whose pages of items hold no cycles (ADR 0025)
 
 
 def systemic(outcome: ChildOutcome) -> bool:
