@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,16 @@ def odd_item(i: int) -> dict[str, Any]:
     for j, name in enumerate(transforms.ODD_NAMES):
         item[name] = VALUES[(i + j) % len(VALUES)]
     return item
+
+
+def odd_names_applied(items: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """What the odd_names transform leaves of wire-format ``items``, in Python values by key, as table_items gives."""
+    expected = {}
+    for raw in items:
+        after = transforms.odd_names(deserialize(raw))
+        if after is not None:
+            expected[(after["pk"], after["sk"])] = after
+    return expected
 
 
 def event(table: str, transform: str, **extra: Any) -> dict[str, Any]:
@@ -162,12 +172,7 @@ def test_odd_names_and_every_type_migrate_while_the_application_writes_and_roll_
 
     assert result["failed"] == 0, result["failures"]
     seen = {sk: touched.get(sk, raw) for sk, raw in ((o["sk"]["S"], o) for o in originals)}
-    expected = {}
-    for raw in seen.values():
-        after = transforms.odd_names(deserialize(raw))
-        if after is not None:
-            expected[(after["pk"], after["sk"])] = after
-    assert table_items(table) == expected
+    assert table_items(table) == odd_names_applied(seen.values())
     assert result["conflicts"] == len(touched) > 0
     assert result["deleted"] == sum(1 for o in originals if o["kind"]["S"] == "delete")
 
@@ -186,11 +191,7 @@ def test_text_beyond_ascii_in_keys_names_and_values_migrates_in_batch_mode_and_r
     result = run(event(table, "odd_names", write_mode="batch", journal={"to": str(tmp_path)}), session)
 
     assert result["failed"] == 0, result["failures"]
-    expected = {}
-    for raw in originals:
-        after = transforms.odd_names(deserialize(raw))
-        if after is not None:
-            expected[(after["pk"], after["sk"])] = after
+    expected = odd_names_applied(originals)
     assert table_items(table) == expected
     assert any("naïve ☃" in item and "#done" in item for item in expected.values())
     undone = roll_back(table, tmp_path, session)
