@@ -63,13 +63,13 @@ def write(table: str, items: int, processes: int, threads: int, seed: int = 7) -
     return {"items": sum(n for n, _ in done), "seconds": seconds, "cpu_s": sum(c for _, c in done)}
 
 
-def _over_segments(worker: Any, table: str, segments: int, processes: int) -> dict[str, Any]:
-    """Run ``worker((table, segment, segments))`` for every segment over ``processes`` processes, timed."""
+def _over_segments(worker: Any, table: str, segments: int, processes: int, *extra: Any) -> dict[str, Any]:
+    """Run ``worker((table, segment, segments, *extra))`` for every segment over ``processes`` processes, timed."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
         pool.map(int, range(processes))  # start the workers before the clock
         started = time.perf_counter()
-        count = sum(pool.map(worker, [(table, s, segments) for s in range(segments)], chunksize=1))
+        count = sum(pool.map(worker, [(table, s, segments, *extra) for s in range(segments)], chunksize=1))
         seconds = time.perf_counter() - started
     return {"items": count, "seconds": seconds}
 
@@ -96,17 +96,45 @@ def scan(table: str, segments: int, processes: int) -> dict[str, Any]:
     return _over_segments(_scanner, table, segments, processes)
 
 
-# -- migration ceiling -------------------------------------------------------------------------------------
-def _ceiling_segment(args: tuple[str, int, int]) -> int:
+# -- migration ceilings ------------------------------------------------------------------------------------
+def _put_chunk(client: Any, table: str, items: list[Any], backoff: Any) -> None:
+    """BatchWriteItem of ``items``, each with the new attribute: what batch mode sends."""
+    from ddbnb.worker.writes import write_batch
+
+    outcome = write_batch(
+        client, table, [{"PutRequest": {"Item": {**it, "flag": {"S": "ddbnb"}}}} for it in items], backoff
+    )
+    assert not (outcome.failures or outcome.stalled)
+
+
+def _update_chunk(client: Any, table: str, items: list[Any], backoff: Any) -> None:
+    """BatchExecuteStatement of the guarded UPDATE conditional mode sends for ``set_flag``, one per item."""
+    statement = f'UPDATE "{table}" SET "flag" = ? WHERE "pk" = ? AND "sk" = ? AND "flag" IS MISSING'
+    pending = [{"Statement": statement, "Parameters": [{"S": "ddbnb"}, it["pk"], it["sk"]]} for it in items]
+    for _ in range(backoff.attempts):
+        response = client.call("BatchExecuteStatement", {"Statements": pending, "ReturnConsumedCapacity": "TOTAL"})
+        answers = response["Responses"]
+        errors = [a["Error"]["Code"] for a in answers if "Error" in a]
+        assert all(code in ("ThrottlingException", "ProvisionedThroughputExceededException") for code in errors), errors
+        pending = [p for p, a in zip(pending, answers, strict=True) if "Error" in a]
+        if not pending:
+            return
+    raise AssertionError(f"{len(pending)} statements still throttled")
+
+
+_CHUNK_WRITERS = {"batch": _put_chunk, "conditional": _update_chunk}
+
+
+def _ceiling_segment(args: tuple[str, int, int, str]) -> int:
     """Scan one segment and write every item back with a new attribute, all in wire format."""
     from ddbnb.worker.collector import settle_collector
     from ddbnb.worker.segment import WRITE_THREADS
     from ddbnb.worker.wire import WireClient
-    from ddbnb.worker.writes import BATCH_SIZE, Backoff, write_batch
+    from ddbnb.worker.writes import BATCH_SIZE, Backoff
 
     settle_collector()  # as ddbnb's own workers do
-    table, segment, total = args
-    client, backoff, count = WireClient(), Backoff(), 0
+    table, segment, total, mode = args
+    client, backoff, count, write = WireClient(), Backoff(), 0, _CHUNK_WRITERS[mode]
 
     def read(cursor: Any) -> Any:
         payload: dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": total}
@@ -120,18 +148,17 @@ def _ceiling_segment(args: tuple[str, int, int]) -> int:
             page = ahead.result()
             cursor = page.get("LastEvaluatedKey")
             ahead = reader.submit(read, cursor) if cursor else None  # the next page while this one is written
-            requests = [{"PutRequest": {"Item": {**item, "flag": {"S": "ddbnb"}}}} for item in page["Items"]]
-            chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
-            outcomes = list(writers.map(lambda chunk: write_batch(client, table, chunk, backoff), chunks))
-            assert not any(o.failures or o.stalled for o in outcomes)
-            count += len(requests)
+            items = page["Items"]
+            chunks = [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+            list(writers.map(lambda chunk: write(client, table, chunk, backoff), chunks))
+            count += len(items)
     return count
 
 
-def migration_ceiling(table: str, segments: int, processes: int) -> dict[str, Any]:
-    """ddbnb's pipeline (parallel scan, read-ahead, BatchWriteItem on 4 threads) with no deserialization,
-    transform or bookkeeping: the server does the same work as in the ddbnb case."""
-    return _over_segments(_ceiling_segment, table, segments, processes)
+def migration_ceiling(table: str, segments: int, processes: int, mode: str = "batch") -> dict[str, Any]:
+    """ddbnb's pipeline (parallel scan, read-ahead, 25 writes a call on 4 threads) with no deserialization,
+    transform or bookkeeping: the server does the same work as in the ddbnb case of the same ``mode``."""
+    return _over_segments(_ceiling_segment, table, segments, processes, mode)
 
 
 # -- ddbnb -------------------------------------------------------------------------------------------------
@@ -314,7 +341,7 @@ def main(argv: list[str]) -> None:
     elif args.case == "rollback":
         result = ddbnb_rollback(args.run_dir, args.processes, args.mode)
     elif args.case == "ceiling":
-        result = migration_ceiling(args.table, args.segments, args.processes)
+        result = migration_ceiling(args.table, args.segments, args.processes, args.mode)
     elif args.case == "capacity":
         result = capacity(args.table, args.share, args.write_units)
     elif args.case == "seed_style":

@@ -47,12 +47,15 @@ TARGETS = {
     "capacity utilization": 0.90,
     "capacity share 0.5": 0.45,
     "throttled call share": 0.05,
-    "conditional / batch": 0.5,
+    "conditional / conditional ceiling": 0.90,
     "ddbnb / awswrangler": 2.5,
     "re-run / scan ceiling": 0.80,
     "peak RSS 4N / N": 1.2,
 }
 AT_MOST = {"client cpu ddbnb / migration ceiling", "throttled call share", "peak RSS 4N / N"}
+#: Measured and reported, with no target: what DynamoDB Local charges for a guarded PartiQL update against a
+#: BatchWriteItem put (ADR 0026). ddbnb's own share of it is "conditional / conditional ceiling".
+REPORTED = ("conditional / batch", "conditional ceiling / migration ceiling")
 
 
 class Bench:
@@ -291,6 +294,21 @@ def main() -> None:
         _check(bench.count(SOURCE, "ddbnb") == items, "not every item carries flag=ddbnb (conditional)")
 
         bench.restore()
+        cases["conditional ceiling"] = bench.run(
+            "ceiling",
+            "--table",
+            SOURCE,
+            "--segments",
+            str(ddbnb_case["segments"]),
+            "--processes",
+            str(ddbnb_case["concurrency"]),
+            "--mode",
+            "conditional",
+        )
+        cases["conditional ceiling"]["config"] = "the migration ceiling sending conditional mode's guarded UPDATEs"
+        _check(bench.count(SOURCE, "ddbnb") == items, "the conditional ceiling missed items")
+
+        bench.restore()
         segments, concurrency = ddbnb_case["segments"], ddbnb_case["concurrency"]
         cases["seed-style"] = bench.run(
             "seed_style", "--table", SOURCE, "--segments", str(segments), "--processes", str(concurrency)
@@ -329,10 +347,12 @@ def report(
         "capacity share 0.5": half["write_units_per_s"] / half["capacity"],
         "throttled call share": sum(c["throttled_writes"] for c in (full, half))
         / sum(c["write_calls"] for c in (full, half)),
-        "conditional / batch": rate["ddbnb conditional"] / rate["ddbnb local engine"],
+        "conditional / conditional ceiling": rate["ddbnb conditional"] / rate["conditional ceiling"],
         "ddbnb / awswrangler": rate["ddbnb local engine"] / rate["awswrangler"],
         "re-run / scan ceiling": rate["ddbnb re-run"] / rate["scan ceiling, migrated"],
         "peak RSS 4N / N": cases["ddbnb local engine"]["peak_rss_mb"] / small["peak_rss_mb"],
+        "conditional / batch": rate["ddbnb conditional"] / rate["ddbnb local engine"],
+        "conditional ceiling / migration ceiling": rate["conditional ceiling"] / rate["migration ceiling"],
     }
     print(f"\n{'case':<22}{'items/s':>10}{'client CPU s/1k':>17}{'server CPU s/1k':>17}{'peak RSS MB':>13}  notes")
     for name, case in cases.items():
@@ -344,6 +364,9 @@ def report(
         )
     print(f"\n{'ratio':<38}{'measured':>10}{'target':>12}")
     for name, value in ratios.items():
+        if name in REPORTED:
+            print(f"{name:<38}{value:>10.3f}{'none':>12}  DynamoDB Local's cost (ADR 0026)")
+            continue
         met = value <= TARGETS[name] if name in AT_MOST else value >= TARGETS[name]
         if name == "capacity share 0.5":
             met = 0.45 <= value <= 0.55

@@ -50,7 +50,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ddbnb.exceptions import WriteRefusedError
-from ddbnb.worker.items import item_size, write_units
+from ddbnb.worker.items import attribute_size, item_size, write_units
 from ddbnb.worker.journal import item_digest, value_digest
 from ddbnb.worker.reads import key_text
 from ddbnb.worker.wire import WireClient
@@ -117,6 +117,7 @@ class Guarded:
     request: tuple[str, dict[str, Any]] | None = None
     resent: bool = False  # a call that carried it was sent again after a lost response: it may have been applied
     old: WireItem | None = None  # what a delete deleted (RETURNING ALL OLD *)
+    size_change: int | None = None  # update: bytes ``new`` adds to ``raw`` (so neither is sized whole twice)
 
     def applied_in(self, now: WireItem | None) -> bool:
         """Whether the item as it is ``now`` is what this write leaves (so it was applied, or needs no more)."""
@@ -129,6 +130,14 @@ class Guarded:
         return all(name in now and value_digest(now[name]) == value_digest(v) for name, v in self.sets.items()) and (
             not any(name in now for name in self.removes)
         )
+
+    def written_size(self) -> int:
+        """The bytes DynamoDB charges this write by: the larger of the item before and after it."""
+        before = item_size(self.raw)
+        if self.new is None:
+            return before
+        after = item_size(self.new) if self.size_change is None else before + self.size_change
+        return max(before, after)
 
 
 def next_version(raw: Mapping[str, Any], version_attribute: str) -> dict[str, str]:
@@ -180,6 +189,7 @@ def update_write(
     after = {name: value for name, value in raw.items() if name not in removed}
     after.update(sets)
     key = {name: raw[name] for name in key_names}
+    change = sum(attribute_size(n, v) - (attribute_size(n, raw[n]) if n in raw else 0) for n, v in sets.items())
     write = Guarded(
         kind,
         table,
@@ -190,6 +200,7 @@ def update_write(
         sets=sets,
         removes=removed,
         guards=_guards_for(raw, [*changed, *removed], version_attribute),
+        size_change=change - sum(attribute_size(name, raw[name]) for name in removed),
     )
     return _render(write, key_names)
 
@@ -446,7 +457,7 @@ class _Sender:
                 raise
             error = exc.response.get("Error", {})
             if error.get("Code") == "ConditionalCheckFailedException":  # a refused write is charged too
-                self.outcome.write_units += write_units(max(item_size(write.raw), item_size(write.new or {})))
+                self.outcome.write_units += write_units(write.written_size())
             return [write] if self.answer(write, error.get("Code"), str(error.get("Message"))) else []
         write.resent = write.resent or resent
         self.outcome.write_units += consumed_units(response)
@@ -557,8 +568,7 @@ def _estimated_units(writes: Sequence[Guarded], response: dict[str, Any]) -> flo
     units = 0.0
     for write, answer in zip(writes, response.get("Responses", []), strict=True):
         if "Error" not in answer or answer["Error"].get("Code") in CONFLICT_CODES:
-            size = max(item_size(write.raw), item_size(write.new or {}))
-            units += write_units(size)
+            units += write_units(write.written_size())
     return units
 
 

@@ -293,28 +293,37 @@ def write_units(size_bytes: float) -> int:
 
 def item_size(wire: Mapping[str, Any]) -> int:
     """Estimate the stored size in bytes by DynamoDB's documented sizing rules."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in wire.items())
+    return sum(_text_size(name) + _value_size(value) for name, value in wire.items())
+
+
+def attribute_size(name: str, value: Mapping[str, Any]) -> int:
+    """The bytes one top-level attribute adds to :func:`item_size`."""
+    return _text_size(name) + _value_size(value)
+
+
+def _text_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _value_size(value: Mapping[str, Any]) -> int:
     ((tag, raw),) = value.items()
     if tag == "S":
-        return len(raw.encode())
-    if tag == "B":
-        return _binary_size(raw)
+        return _text_size(raw)
     if tag == "N":
         return _number_size(raw)
+    if tag == "M":
+        return 3 + sum(_text_size(k) + 1 + _value_size(v) for k, v in raw.items())
+    if tag == "L":
+        return 3 + sum(1 + _value_size(v) for v in raw)
+    if tag == "B":
+        return _binary_size(raw)
     if tag in ("BOOL", "NULL"):
         return 1
     if tag == "SS":
-        return sum(len(s.encode()) for s in raw)
+        return sum(map(_text_size, raw))
     if tag == "NS":
-        return sum(_number_size(n) for n in raw)
-    if tag == "BS":
-        return sum(_binary_size(b) for b in raw)
-    if tag == "M":
-        return 3 + sum(len(k.encode()) + 1 + _value_size(v) for k, v in raw.items())
-    return 3 + sum(1 + _value_size(v) for v in raw)  # "L"
+        return sum(map(_number_size, raw))
+    return sum(map(_binary_size, raw))  # "BS"
 
 
 def _binary_size(raw: str | bytes) -> int:
@@ -324,5 +333,6 @@ def _binary_size(raw: str | bytes) -> int:
 
 
 def _number_size(raw: str) -> int:
-    digits = len(raw.lstrip("-").replace(".", "").lstrip("0").split("E")[0].split("e")[0])
-    return 1 + (max(digits, 1) + 1) // 2 + (1 if raw.startswith("-") else 0)
+    mantissa = raw.split("E")[0].split("e")[0] if "E" in raw or "e" in raw else raw
+    digits = len(mantissa.replace(".", "").lstrip("-0"))  # a sign only ever leads
+    return 1 + (max(digits, 1) + 1) // 2 + (raw[0] == "-")

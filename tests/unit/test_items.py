@@ -10,6 +10,7 @@ from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from ddbnb.worker.evaluate import DELETE, FAILED, PUT, UNCHANGED, evaluate
 from ddbnb.worker.items import (
     ItemTypeError,
+    attribute_size,
     deserialize,
     format_key,
     item_size,
@@ -80,6 +81,30 @@ def test_item_size_follows_dynamodb_rules():
     assert item_size({"t": {"BOOL": True}, "z": {"NULL": True}}) == 4
     assert item_size({"m": {"M": {"k": {"S": "v"}}}}) == 1 + 3 + 1 + 1 + 1
     assert 300_000 < item_size(serialize({"big": "x" * 300_000})) < 300_010
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ({"S": "é☃"}, 5),  # UTF-8 bytes, not characters
+        ({"S": ""}, 0),
+        ({"N": "-0.001"}, 3),  # one significant digit, and the sign
+        ({"N": "1.0E+5"}, 2),  # the exponent is not a digit
+        ({"N": "-7e-3"}, 3),
+        ({"N": "9" * 38}, 20),  # 38 digits: 19 bytes, plus one
+        ({"N": "0"}, 2),
+        ({"SS": ["a", "ü"]}, 3),
+        ({"NS": ["1", "-22"]}, 2 + 3),
+        ({"BS": [b"12", "MTIzNA=="]}, 2 + 4),
+        ({"L": [{"S": "ab"}, {"NULL": True}]}, 3 + 1 + 2 + 1 + 1),
+        ({"M": {"ñ": {"BOOL": False}}}, 3 + 2 + 1 + 1),
+        ({"L": []}, 3),
+        ({"M": {}}, 3),
+    ],
+)
+def test_item_size_of_each_type(value, size):
+    assert item_size({"a": value}) == 1 + size
+    assert attribute_size("ä", value) == 2 + size
 
 
 def test_format_key_is_json_safe():
