@@ -189,7 +189,8 @@ def update_write(
     after = {name: value for name, value in raw.items() if name not in removed}
     after.update(sets)
     key = {name: raw[name] for name in key_names}
-    change = sum(attribute_size(n, v) - (attribute_size(n, raw[n]) if n in raw else 0) for n, v in sets.items())
+    grown = sum(attribute_size(name, value) for name, value in sets.items())
+    shrunk = sum(attribute_size(name, raw[name]) for name in [*sets, *removed] if name in raw)
     write = Guarded(
         kind,
         table,
@@ -200,7 +201,7 @@ def update_write(
         sets=sets,
         removes=removed,
         guards=_guards_for(raw, [*changed, *removed], version_attribute),
-        size_change=change - sum(attribute_size(name, raw[name]) for name in removed),
+        size_change=grown - shrunk,
     )
     return _render(write, key_names)
 
