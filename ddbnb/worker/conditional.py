@@ -117,7 +117,7 @@ class Guarded:
     request: tuple[str, dict[str, Any]] | None = None
     resent: bool = False  # a call that carried it was sent again after a lost response: it may have been applied
     old: WireItem | None = None  # what a delete deleted (RETURNING ALL OLD *)
-    size_change: int | None = None  # update: bytes ``new`` adds to ``raw`` (so neither is sized whole twice)
+    size_change: int | None = None  # update: bytes ``new`` adds to ``raw``, so the item is sized once, not twice
 
     def applied_in(self, now: WireItem | None) -> bool:
         """Whether the item as it is ``now`` is what this write leaves (so it was applied, or needs no more)."""

@@ -335,4 +335,4 @@ def _binary_size(raw: str | bytes) -> int:
 def _number_size(raw: str) -> int:
     mantissa = raw.split("E")[0].split("e")[0] if "E" in raw or "e" in raw else raw
     digits = len(mantissa.replace(".", "").lstrip("-0"))  # a sign only ever leads
-    return 1 + (max(digits, 1) + 1) // 2 + (raw[0] == "-")
+    return 1 + (max(digits, 1) + 1) // 2 + raw.startswith("-")

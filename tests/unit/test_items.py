@@ -93,6 +93,7 @@ def test_item_size_follows_dynamodb_rules():
         ({"N": "-7e-3"}, 3),
         ({"N": "9" * 38}, 20),  # 38 digits: 19 bytes, plus one
         ({"N": "0"}, 2),
+        ({"N": ""}, 2),  # DynamoDB refuses it; sizing a request that carries it must not fail first
         ({"SS": ["a", "ü"]}, 3),
         ({"NS": ["1", "-22"]}, 2 + 3),
         ({"BS": [b"12", "MTIzNA=="]}, 2 + 4),
