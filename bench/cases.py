@@ -110,18 +110,20 @@ def _put_chunk(client: Any, table: str, items: list[Any], backoff: Any) -> None:
 def _update_chunk(client: Any, table: str, items: list[Any], backoff: Any) -> None:
     """BatchExecuteStatement of the guarded UPDATE conditional mode sends for ``set_flag`` on the demo table."""
     from ddbnb.worker.conditional import RETRY_CODES
+    from ddbnb.worker.writes import retry_until_stalled
 
     statement = f'UPDATE "{table}" SET "flag" = ? WHERE "pk" = ? AND "sk" = ? AND "flag" IS MISSING'
-    pending = [{"Statement": statement, "Parameters": [{"S": "ddbnb"}, it["pk"], it["sk"]]} for it in items]
-    for _ in range(backoff.attempts):
+
+    def send(pending: list[Any]) -> list[Any]:
         response = client.call("BatchExecuteStatement", {"Statements": pending, "ReturnConsumedCapacity": "TOTAL"})
         answers = response["Responses"]
         errors = [a["Error"]["Code"] for a in answers if "Error" in a]
         assert all(code in RETRY_CODES for code in errors), errors
-        pending = [p for p, a in zip(pending, answers, strict=True) if "Error" in a]
-        if not pending:
-            return
-    raise AssertionError(f"{len(pending)} statements still throttled")
+        return [p for p, a in zip(pending, answers, strict=True) if "Error" in a]
+
+    pending = [{"Statement": statement, "Parameters": [{"S": "ddbnb"}, it["pk"], it["sk"]]} for it in items]
+    stalled, _ = retry_until_stalled(pending, send, backoff)
+    assert not stalled, f"{len(stalled)} statements still throttled"
 
 
 _CHUNK_WRITERS = {"batch": _put_chunk, "conditional": _update_chunk}

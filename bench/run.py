@@ -140,6 +140,14 @@ class Bench:
             )
         return result
 
+    def ceiling(self, mode: str, plan: dict[str, Any]) -> dict[str, Any]:
+        """The migration ceiling of write ``mode`` on the restored source table, cut as ddbnb's ``plan`` was."""
+        self.restore()
+        segments, processes = str(plan["segments"]), str(plan["concurrency"])
+        case = self.run("ceiling", "--table", SOURCE, "--segments", segments, "--processes", processes, "--mode", mode)
+        _check(self.count(SOURCE, "ddbnb") == self.items, f"the {mode} migration ceiling missed items")
+        return case
+
     def count(self, table: str, flag: str | None = None) -> int:
         """Items in ``table`` (with ``flag`` set to that value, when given), by parallel COUNT scans."""
         client = WireClient()
@@ -261,18 +269,8 @@ def main() -> None:
         cases["ddbnb re-run"]["config"] = "every item unchanged"
         _check(cases["ddbnb re-run"]["written"] == 0, "the re-run wrote items")
 
-        bench.restore()
-        cases["migration ceiling"] = ceiling = bench.run(
-            "ceiling",
-            "--table",
-            SOURCE,
-            "--segments",
-            str(ddbnb_case["segments"]),
-            "--processes",
-            str(ddbnb_case["concurrency"]),
-        )
+        cases["migration ceiling"] = ceiling = bench.ceiling("batch", ddbnb_case)
         ceiling["config"] = f"{ddbnb_case['segments']} segments, {ddbnb_case['concurrency']} processes, wire JSON only"
-        _check(bench.count(SOURCE, "ddbnb") == items, "the migration ceiling missed items")
 
         for share in (1.0, 0.5):
             bench.restore()
@@ -293,20 +291,8 @@ def main() -> None:
         _check(conditional["written"] == items, "conditional mode did not write every item")
         _check(bench.count(SOURCE, "ddbnb") == items, "not every item carries flag=ddbnb (conditional)")
 
-        bench.restore()
-        cases["conditional ceiling"] = bench.run(
-            "ceiling",
-            "--table",
-            SOURCE,
-            "--segments",
-            str(ddbnb_case["segments"]),
-            "--processes",
-            str(ddbnb_case["concurrency"]),
-            "--mode",
-            "conditional",
-        )
+        cases["conditional ceiling"] = bench.ceiling("conditional", ddbnb_case)
         cases["conditional ceiling"]["config"] = "the migration ceiling sending conditional mode's guarded UPDATEs"
-        _check(bench.count(SOURCE, "ddbnb") == items, "the conditional ceiling missed items")
 
         bench.restore()
         segments, concurrency = ddbnb_case["segments"], ddbnb_case["concurrency"]
